@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs every test of beamops.cluster, as root on Debian bookworm: installs what it needs first
+# (scripts/bootstrap.sh), then runs each step, keeps going when one fails, and prints a summary.
+#   bash scripts/test.sh            all steps
+#   bash scripts/test.sh unit lint  only the named steps (unit integration sanity lint galaxy molecule)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+WORK=${BEAMOPS_TEST_WORK:-/tmp/beamops-test}
+ALL_STEPS=(unit sanity lint galaxy integration molecule)
+STEPS=("$@"); [ ${#STEPS[@]} -gt 0 ] || STEPS=("${ALL_STEPS[@]}")
+
+bash scripts/bootstrap.sh || { echo "bootstrap failed"; exit 1; }
+export PATH="$REPO/.venv/bin:$PATH" ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+export ANSIBLE_COLLECTIONS_PATH="$REPO/tests/output/collections"
+mkdir -p "$WORK" "$ANSIBLE_COLLECTIONS_PATH/ansible_collections/beamops"
+ln -sfn "$REPO" "$ANSIBLE_COLLECTIONS_PATH/ansible_collections/beamops/cluster"
+
+# The testapps are built once here (offline, cached by a hash of their sources) for every later step.
+if [ -x scripts/build-testapps.sh ]; then bash scripts/build-testapps.sh || { echo "building the test releases failed"; exit 1; }; fi
+
+step_unit() {
+  python -m pytest -q -p no:cacheprovider tests/unit
+}
+
+step_integration() {
+  # Needs root: makes labs of systemd-nspawn hosts in their own namespaces (198.18.0.0/15 only).
+  if [ -d tests/integration ] && ls tests/integration/test_*.py >/dev/null 2>&1; then
+    python -m pytest -q -p no:cacheprovider tests/integration
+  else
+    echo "no integration tests"
+  fi
+}
+
+collection_copy() {
+  # ansible-test needs the real path .../ansible_collections/beamops/cluster (a symlink is resolved away).
+  local dest="$WORK/sanity/ansible_collections/beamops/cluster"
+  rm -rf "$WORK/sanity" && mkdir -p "$dest"
+  git ls-files -co --exclude-standard -z | rsync -a --from0 --files-from=- ./ "$dest/"
+  echo "$dest"
+}
+
+step_sanity() {
+  local dest; dest=$(collection_copy)
+  # ansible-test downloads a pip bootstrap script from a host that is not reachable here: give it ours.
+  local pip_version
+  pip_version=$(python -c 'from ansible_test._internal.python_requirements import get_venv_packages; from ansible_test._internal.host_configs import NativePythonConfig; print(get_venv_packages(NativePythonConfig(version="3.11"))["pip"])' 2>/dev/null || echo 24.2)
+  mkdir -p ~/.ansible/test/cache
+  cp scripts/ansible-test-get-pip.py ~/.ansible/test/cache/get_pip_${pip_version//./_}.py
+  (cd "$dest" && ansible-test sanity --python 3.11 --requirements --color no \
+      2>&1)
+}
+
+step_lint() {
+  ansible-lint --profile production --offline --nocolor
+}
+
+step_galaxy() {
+  local out="$WORK/galaxy"
+  rm -rf "$out" && mkdir -p "$out/collections"
+  ansible-galaxy collection build --force --output-path "$out" . || return 1
+  ansible-galaxy collection install --offline -p "$out/collections" "$out"/beamops-cluster-*.tar.gz || return 1
+  # From here on, only the installed tarball is on the collections path.
+  ( export ANSIBLE_COLLECTIONS_PATH="$out/collections"
+    set -e
+    for m in $(ls "$out/collections/ansible_collections/beamops/cluster/plugins/modules/" | sed -n 's/\.py$//p'); do
+      ansible-doc "beamops.cluster.$m" >/dev/null
+      echo "ansible-doc renders beamops.cluster.$m"
+    done
+    inv="$out/inventory.yml"
+    ansible-playbook beamops.cluster.lab_up -e lab_name=galaxylab -e lab_network=198.18.9.0/24 -e lab_hosts=1 -e lab_inventory="$inv"
+    ansible -i "$inv" lab -m ansible.builtin.ping
+    ansible-playbook beamops.cluster.lab_down -e lab_name=galaxylab )
+  local rc=$?
+  [ $rc -eq 0 ] || ANSIBLE_COLLECTIONS_PATH="$out/collections" ansible-playbook beamops.cluster.lab_down -e lab_name=galaxylab >/dev/null 2>&1
+  return $rc
+}
+
+step_molecule() {
+  local failed=0 s
+  for s in $(ls -d molecule/*/ 2>/dev/null | xargs -n1 basename); do
+    echo "--- molecule scenario $s"
+    molecule test -s "$s" || failed=1
+  done
+  return $failed
+}
+
+passed=0; failed=0; summary=()
+for s in "${STEPS[@]}"; do
+  printf '\n==================== %s ====================\n' "$s"
+  start=$(date +%s)
+  if "step_$s"; then r=passed; passed=$((passed + 1)); else r=FAILED; failed=$((failed + 1)); fi
+  summary+=("$(printf '%-12s %-7s %5ss' "$s" "$r" "$(( $(date +%s) - start ))")")
+done
+printf '\n==================== summary ====================\n'
+printf '%s\n' "${summary[@]}"
+echo "steps: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
