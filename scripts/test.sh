@@ -46,7 +46,7 @@ step_sanity() {
   local pip_version
   pip_version=$(python -c 'from ansible_test._internal.python_requirements import get_venv_packages; from ansible_test._internal.host_configs import NativePythonConfig; print(get_venv_packages(NativePythonConfig(version="3.11"))["pip"])' 2>/dev/null || echo 24.2)
   mkdir -p ~/.ansible/test/cache
-  cp scripts/ansible-test-get-pip.py ~/.ansible/test/cache/get_pip_${pip_version//./_}.py
+  cp scripts/ansible-test-get-pip.py ~/.ansible/test/cache/"get_pip_${pip_version//./_}.py"
   (cd "$dest" && ansible-test sanity --python 3.11 --requirements --color no \
       2>&1)
 }
@@ -63,7 +63,8 @@ step_galaxy() {
   # From here on, only the installed tarball is on the collections path.
   ( export ANSIBLE_COLLECTIONS_PATH="$out/collections"
     set -e
-    for m in $(ls "$out/collections/ansible_collections/beamops/cluster/plugins/modules/" | sed -n 's/\.py$//p'); do
+    for f in "$out"/collections/ansible_collections/beamops/cluster/plugins/modules/*.py; do
+      m=$(basename "$f" .py)
       ansible-doc "beamops.cluster.$m" >/dev/null
       echo "ansible-doc renders beamops.cluster.$m"
     done
@@ -78,7 +79,8 @@ step_galaxy() {
 
 step_molecule() {
   local failed=0 s
-  for s in $(ls -d molecule/*/ 2>/dev/null | xargs -n1 basename); do
+  for d in molecule/*/; do
+    s=$(basename "$d")
     echo "--- molecule scenario $s"
     molecule test -s "$s" || failed=1
   done
