@@ -1,0 +1,176 @@
+"""Unit tests of the topology renderer: strategies, naming checks, and the config text read by a real `erl`."""
+import os
+import subprocess
+import tempfile
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from otp import runtimes
+from ansible_collections.beamops.cluster.plugins.module_utils.topology import (
+    STRATEGIES, Atom, Binary, erlang_term, render)
+
+MEMBERS = [
+    {"host": "vm-1", "address": "198.18.4.11", "fqdn": "vm-1.lab.test"},
+    {"host": "vm-2", "address": "198.18.4.12", "fqdn": "vm-2.lab.test"},
+    {"host": "vm-3", "address": "198.18.4.13", "fqdn": "vm-3.lab.test"},
+]
+
+
+def consult(erl, text):
+    """Load Erlang term text with file:consult in a real VM and print it back with ~p."""
+    with tempfile.NamedTemporaryFile("w", suffix=".config", delete=False) as handle:
+        handle.write(text)
+        path = handle.name
+    try:
+        out = subprocess.run(
+            [erl, "-noshell", "-eval",
+             'case file:consult("%s") of {ok, T} -> io:format("~w", [T]), halt(0); E -> io:format("~p", [E]), halt(1) end.' % path],
+            capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        os.unlink(path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def fields(result):
+    return [e["field"] for e in result["errors"]]
+
+
+def test_epmd_lists_every_member_as_started():
+    result = render("epmd", {}, MEMBERS, "shop", "address")
+    assert result["errors"] == []
+    assert result["nodes"] == {"vm-1": "shop@198.18.4.11", "vm-2": "shop@198.18.4.12", "vm-3": "shop@198.18.4.13"}
+    assert result["dialled"] == sorted(result["nodes"].values())
+    assert result["config"] == (
+        "[{libcluster, [{topologies, [{shop, [{strategy, 'Elixir.Cluster.Strategy.Epmd'}, {config, [{hosts, "
+        "['shop@198.18.4.11', 'shop@198.18.4.12', 'shop@198.18.4.13']}]}]}]}]}].\n")
+
+
+def test_epmd_fqdn_names_and_timeout():
+    result = render("epmd", {"timeout": 5000}, MEMBERS, "shop", "fqdn")
+    assert result["nodes"]["vm-2"] == "shop@vm-2.lab.test"
+    assert "{timeout, 5000}" in result["config"]
+    assert "{timeout, infinity}" in render("epmd", {"timeout": "infinity"}, MEMBERS, "shop")["config"]
+
+
+def test_epmd_explicit_hosts_must_match_started_names():
+    wrong = render("epmd", {"hosts": ["shop@198.18.4.11", "other@198.18.4.12"]}, MEMBERS, "shop")
+    assert fields(wrong) == ["options.hosts"]
+    assert wrong["config"] == ""
+    right = render("epmd", {"hosts": ["shop@198.18.4.13", "shop@198.18.4.11", "shop@198.18.4.12"]}, MEMBERS, "shop")
+    assert right["errors"] == []
+
+
+def test_dnspoll_dials_basename_at_address_and_requires_address_mode():
+    result = render("dnspoll", {"query": "shop.lab.test", "polling_interval": 1000}, MEMBERS, "shop")
+    assert result["errors"] == []
+    assert result["dialled"] == sorted(result["nodes"].values())
+    assert '{query, <<"shop.lab.test">>}' in result["config"]
+    assert '{node_basename, <<"shop">>}' in result["config"]
+    assert "{polling_interval, 1000}" in result["config"]
+    assert "node_host" in fields(render("dnspoll", {"query": "shop.lab.test"}, MEMBERS, "shop", "fqdn"))
+    assert fields(render("dnspoll", {"query": "q", "node_basename": "other"}, MEMBERS, "shop")) == ["options.node_basename"]
+    assert fields(render("dnspoll", {}, MEMBERS, "shop")) == ["options.query"]
+
+
+def test_gossip_converts_addresses_and_secret():
+    result = render("gossip", {"port": 45892, "multicast_addr": "233.252.1.32", "secret": "s3cr\"et", "broadcast_only": False},
+                    MEMBERS, "shop")
+    assert result["errors"] == []
+    assert "{multicast_addr, {233, 252, 1, 32}}" in result["config"]
+    assert '{secret, <<"s3cr\\"et">>}' in result["config"]
+    assert fields(render("gossip", {"port": 70000, "multicast_addr": "nope"}, MEMBERS, "shop")) == ["options.port", "options.multicast_addr"]
+
+
+def test_erlang_hosts_renders_hosts_file():
+    result = render("erlang_hosts", {}, MEMBERS, "shop", "fqdn")
+    assert result["hosts_erlang"] == "'vm-1.lab.test'.\n'vm-2.lab.test'.\n'vm-3.lab.test'.\n"
+    assert result["dialled"] == sorted(result["nodes"].values())
+
+
+def test_native_sets_kernel_sync_nodes():
+    result = render("native", {"sync_nodes_timeout": 10000}, MEMBERS, "shop")
+    assert result["config"] == ("[{kernel, [{sync_nodes_optional, ['shop@198.18.4.11', 'shop@198.18.4.12', 'shop@198.18.4.13']}, "
+                                "{sync_nodes_timeout, 10000}]}].\n")
+
+
+def test_kubernetes_strategies_give_pod_node_names():
+    dns = render("kubernetes_dns", {"service": "shop-headless"}, [], "shop")
+    assert dns["errors"] == [] and dns["started_as"] == "shop@$(POD_IP)"
+    assert '{application_name, <<"shop">>}' in dns["config"]
+    srv = render("kubernetes_dnssrv", {"service": "shop-headless", "namespace": "prod"}, [], "shop")
+    assert srv["started_as"] == "shop@$(POD_NAME).shop-headless.prod.svc.$(CLUSTER_DOMAIN)"
+    api = render("kubernetes", {"kubernetes_selector": "app=shop", "mode": "ip"}, [], "shop")
+    assert "{mode, ip}" in api["config"] and "'Elixir.Cluster.Strategy.Kubernetes'" in api["config"]
+
+
+@pytest.mark.parametrize("strategy,options,node_host,members,field", [
+    ("consul", {}, "address", MEMBERS, "strategy"),
+    ("epmd", {"query": "x"}, "address", MEMBERS, "options.query"),
+    ("epmd", {}, "address", [], "members"),
+    ("epmd", {}, "address", [dict(MEMBERS[0]), dict(MEMBERS[0], host="vm-9")], "members.vm-9.address"),
+    ("epmd", {}, "address", [dict(MEMBERS[0], address="vm-1.lab.test")], "members.vm-1.address"),
+    ("epmd", {}, "fqdn", [dict(MEMBERS[0], fqdn="vm-1")], "members.vm-1.fqdn"),
+    ("epmd", {}, "hostname", MEMBERS, "node_host"),
+    ("epmd", {"timeout": "soon"}, "address", MEMBERS, "options.timeout"),
+    ("gossip", {"hosts": ["shop@198.18.4.11"]}, "address", MEMBERS, "options.hosts"),
+])
+def test_bad_input_names_the_field(strategy, options, node_host, members, field):
+    result = render(strategy, options, members, "shop", node_host)
+    assert field in fields(result)
+    assert result["config"] == ""
+
+
+def test_bad_basename():
+    assert "basename" in fields(render("epmd", {}, MEMBERS, "sh@p"))
+
+
+def test_every_strategy_is_known_to_the_renderer():
+    assert set(STRATEGIES) == {"epmd", "erlang_hosts", "gossip", "dnspoll", "native", "kubernetes_dns", "kubernetes_dnssrv", "kubernetes"}
+
+
+@pytest.mark.parametrize("otp", sorted(runtimes()))
+@pytest.mark.parametrize("strategy,options,node_host", [
+    ("epmd", {"timeout": "infinity"}, "address"),
+    ("epmd", {}, "fqdn"),
+    ("gossip", {"port": 45892, "if_addr": "0.0.0.0", "multicast_addr": "233.252.1.32", "multicast_ttl": 1,
+                "secret": "caf\u00e9 'x'", "broadcast_only": True}, "address"),
+    ("dnspoll", {"query": "shop.lab.test", "polling_interval": 1000}, "address"),
+    ("erlang_hosts", {"timeout": 3000}, "fqdn"),
+    ("native", {}, "address"),
+    ("kubernetes", {"kubernetes_selector": "app=shop", "mode": "hostname", "kubernetes_service_name": "shop"}, "address"),
+])
+def test_real_erl_loads_the_config(otp, strategy, options, node_host):
+    result = render(strategy, options, MEMBERS, "shop", node_host)
+    assert result["errors"] == []
+    loaded = consult(runtimes()[otp], result["config"])
+    if strategy == "native":
+        assert loaded.startswith("[[{kernel,[{sync_nodes_optional,['shop@198.18.4.11',")
+        return
+    assert loaded.startswith("[[{libcluster,[{topologies,[{shop,[{strategy,'Elixir.Cluster.Strategy.")
+    if strategy == "gossip":
+        # the secret arrives as the UTF-8 bytes of the string, an Elixir string
+        assert "{secret,<<" + ",".join(str(b) for b in "caf\u00e9 'x'".encode("utf-8")) + ">>}" in loaded
+        assert "{multicast_addr,{233,252,1,32}}" in loaded and "{broadcast_only,true}" in loaded
+    if strategy == "erlang_hosts":
+        hosts = consult(runtimes()[otp], result["hosts_erlang"])
+        assert hosts == "['vm-1.lab.test','vm-2.lab.test','vm-3.lab.test']"
+
+
+atom_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF), min_size=1, max_size=20)
+
+
+@settings(max_examples=40, deadline=None)
+@given(names=st.lists(atom_text, min_size=1, max_size=5), text=st.text(max_size=30))
+def test_erlang_term_round_trips_through_erl(names, text):
+    otp = runtimes().get("25") or next(iter(runtimes().values()))
+    term = [(Atom(n), Binary(text), text) for n in names]
+    loaded = subprocess.run(
+        [otp, "-noshell", "-eval",
+         "{ok, Ts, _} = erl_scan:string(os:getenv(\"T\")), {ok, T} = erl_parse:parse_term(Ts),"
+         " io:format(\"~w\", [[{atom_to_binary(A, utf8), B, unicode:characters_to_binary(L)} || {A, B, L} <- T]]), halt()."],
+        env=dict(os.environ, T=erlang_term(term) + "."), capture_output=True, timeout=60, check=True).stdout
+    expected = "[" + ",".join("{<<%s>>,<<%s>>,<<%s>>}" % (",".join(str(b) for b in n.encode()), ",".join(str(b) for b in text.encode()),
+                                                        ",".join(str(b) for b in text.encode())) for n in names) + "]"
+    assert loaded.decode() == expected
