@@ -243,7 +243,8 @@ def make_test_pki(directory):
             "-subj", subject, "-keyout", paths[key], "-out", paths[ca])
     ext = os.path.join(directory, "san.ext")
     with open(ext, "w") as handle:
-        handle.write("subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n")
+        # OTP checks the host of a node name as a DNS name, even when it is an address: list both forms.
+        handle.write("subjectAltName=DNS:localhost,DNS:127.0.0.1,IP:127.0.0.1,IP:::1\n")
     for cert, key, subject in (("server_cert", "server_key", "/CN=localhost"), ("client_cert", "client_key", "/CN=beamops client")):
         csr = os.path.join(directory, cert + ".csr")
         run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,

@@ -342,11 +342,6 @@ class _Framing:
         return recv_exact(self.sock, size, self.deadline)
 
 
-def _looks_like_tls(data):
-    # A TLS record (alert 21 or handshake 22) with a 3.x version: the peer speaks TLS distribution.
-    return len(data) >= 3 and data[0] in (21, 22) and data[1] == 3
-
-
 def handshake(sock, node, cookie, deadline, local_node, creation, tls_used):
     """Run the version 6 handshake as the connecting side; returns ``(peer_name, peer_flags)``."""
     framing = _Framing(sock, 4 if tls_used else 2, deadline)
@@ -355,15 +350,11 @@ def handshake(sock, node, cookie, deadline, local_node, creation, tls_used):
     try:
         status = framing.recv()
     except ConnectionClosed as exc:
-        if not tls_used and _looks_like_tls(exc.received):
-            raise DistError("%s speaks TLS distribution; the client connected without TLS" % node, "tls_required")
-        if not tls_used:
-            # A TLS listener reads our name frame as a broken ClientHello and hangs up without a status.
-            raise DistError("%s closed the connection before answering our name: it may require TLS distribution "
-                            "(set tls) or refuse our name type" % node, "tls_required")
-        raise DistError("%s closed the TLS connection before answering our name" % node, "connection_closed")
-    if _looks_like_tls(struct.pack(">H", len(status)) + status[:1]) and not tls_used:
-        raise DistError("%s speaks TLS distribution; the client connected without TLS" % node, "tls_required")
+        if tls_used:
+            raise DistError("%s closed the TLS connection before answering our name: it may demand a client "
+                            "certificate from its CA (set tls_cert_file and tls_key_file)" % node, "tls_failed")
+        # A TLS listener reads our name frame as a broken ClientHello and hangs up without a status.
+        raise ConnectionClosed("%s closed the connection before answering our name" % node, exc.received)
     if status[:1] != b"s":
         raise ProtocolError("%s answered our name with an unexpected frame (type %r)" % (node, status[:1]))
     text = status[1:].decode("utf-8", "replace")
@@ -425,10 +416,35 @@ def connect(node, cookie, timeout=5.0, deadline=None, epmd_port=EPMD_DEFAULT_POR
         if tls is not None:
             sock = _wrap_tls(sock, host, node, tls, deadline)
         peer_name, peer_flags = handshake(sock, node, cookie, deadline, local_node, creation, tls is not None)
+    except ConnectionClosed as exc:
+        sock.close()
+        if tls is None and _speaks_tls(host, dist_port, deadline, family):
+            raise DistError("%s uses TLS distribution (-proto_dist inet_tls): set tls_ca_file (and a client "
+                            "certificate if the node demands one)" % node, "tls_required")
+        raise exc
     except BaseException:
         sock.close()
         raise
     return DistConnection(sock, local_node, peer_name, peer_flags, creation, tls is not None, max_frame)
+
+
+def _speaks_tls(host, port, deadline, family):
+    """Whether host:port completes a TLS handshake (certificates unchecked: this only tells the protocol)."""
+    probe = TlsOptions(verify=False)
+    try:
+        sock = open_tcp(host, port, deadline, family, "dist_port_unreachable")
+    except DistError:
+        return False
+    try:
+        sock = probe.context().wrap_socket(sock)
+        return True
+    except ssl.SSLError as exc:
+        # An alert about our (missing) certificate still proves the peer speaks TLS.
+        return "ALERT" in str(exc).upper()
+    except (OSError, DistError):
+        return False
+    finally:
+        sock.close()
 
 
 def _wrap_tls(sock, host, node, tls, deadline):
@@ -443,7 +459,13 @@ def _wrap_tls(sock, host, node, tls, deadline):
     except socket.timeout:
         raise DistTimeout("the TLS handshake with %s timed out" % node)
     except ssl.SSLError as exc:
-        raise DistError("TLS handshake with %s failed: %s" % (node, getattr(exc, "reason", None) or exc), "tls_failed")
+        detail = getattr(exc, "reason", None) or str(exc)
+        hint = ""
+        if "HANDSHAKE_FAILURE" in detail and not tls.cert_file:
+            hint = " (the node may demand a client certificate: set tls_cert_file and tls_key_file)"
+        elif "CERTIFICATE_VERIFY_FAILED" in detail:
+            hint = " (the node's certificate is not signed by tls_ca_file or does not name %s)" % server_name
+        raise DistError("TLS handshake with %s failed: %s%s" % (node, detail, hint), "tls_failed")
     except OSError as exc:
         raise DistError("TLS handshake with %s failed: the node closed the connection (%s); it may not use TLS "
                         "distribution or wants a client certificate" % (node, exc), "tls_failed")
