@@ -1,0 +1,53 @@
+defmodule Cluster.Strategy.Kubernetes.DNSSRV do
+  @moduledoc """
+  Resolves the SRV records of a StatefulSet's headless Service and connects to
+  `<application_name>@<SRV target>` for each, e.g. `app@app-0.app-headless.default.svc.cluster.local`.
+
+  The name queried is `<service>.<namespace>.svc.<CLUSTER_DOMAIN>` where the environment variable
+  `CLUSTER_DOMAIN` defaults to `cluster.local.`.
+  Config: `service`, `application_name`, `namespace` (required, strings), `polling_interval`
+  (5000 ms), `resolver` (default `&:inet_res.getbyname(&1, :srv)`).
+  """
+  use GenServer
+  use Cluster.Strategy
+  alias Cluster.Strategy.State
+
+  @impl Cluster.Strategy
+  def start_link([%State{} = state]), do: GenServer.start_link(__MODULE__, state)
+
+  @impl true
+  def init(state), do: {:ok, %{state | meta: MapSet.new()}, {:continue, :load}}
+
+  @impl true
+  def handle_continue(:load, state), do: {:noreply, load(state)}
+
+  @impl true
+  def handle_info(:load, state), do: {:noreply, load(state)}
+  def handle_info(_, state), do: {:noreply, state}
+
+  defp load(%State{config: config} = state) do
+    state = Cluster.Strategy.poll_round(state, nodes(state))
+    Process.send_after(self(), :load, Keyword.get(config, :polling_interval, 5_000))
+    state
+  end
+
+  defp nodes(%State{config: config, topology: topology}) do
+    app_name = Keyword.fetch!(config, :application_name)
+    service = Keyword.fetch!(config, :service)
+    namespace = Keyword.fetch!(config, :namespace)
+    domain = System.get_env("CLUSTER_DOMAIN", "cluster.local.")
+    name = to_charlist("#{service}.#{namespace}.svc.#{domain}")
+    resolver = Keyword.get(config, :resolver, &:inet_res.getbyname(&1, :srv))
+
+    case resolver.(name) do
+      {:ok, {:hostent, _name, _aliases, :srv, _count, records}} ->
+        records
+        |> Enum.map(fn {_prio, _weight, _port, target} -> :"#{app_name}@#{target}" end)
+        |> Enum.reject(&(&1 == node()))
+
+      {:error, reason} ->
+        Cluster.Logger.error(topology, "#{inspect(name)} : lookup against #{service} failed: #{inspect(reason)}")
+        []
+    end
+  end
+end
