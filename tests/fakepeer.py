@@ -217,6 +217,10 @@ class _FakeServer:
             conns = list(self._conns)
         for conn in conns:
             try:
+                conn.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in send/recv on it
+            except OSError:
+                pass
+            try:
                 conn.close()
             except OSError:
                 pass
@@ -289,8 +293,12 @@ class _FakeServer:
 
     def flood(self, conn, chunk):
         """Send `chunk` again and again until the client leaves or the fake stops."""
+        conn.settimeout(0.2)
         while not self.stopping.is_set():
-            conn.sendall(chunk)
+            try:
+                conn.sendall(chunk)
+            except socket.timeout:
+                continue
 
 
 # ---------------------------------------------------------------- fake EPMD
@@ -345,7 +353,8 @@ class FakeEpmd(_FakeServer):
             self.hold(conn, 3600)
             return
         is_names = code == 110
-        if behaviour == "ok":
+        # NAMES-only misbehaviours serve PORT_PLEASE2 correctly, and PORT_PLEASE2-only ones serve NAMES.
+        if behaviour == "ok" or behaviour.startswith("port_" if is_names else "names_"):
             conn.sendall(self.names_answer() if is_names else self.port_answer(alive))
         elif behaviour == "never_answer":
             self.hold(conn)
@@ -714,3 +723,106 @@ class FakeNode(_FakeServer):
             conn.sendall(self.reply_frame(pid, ref, (Atom("badrpc"), (Atom("EXIT"), Atom("undef")))))
         else:
             raise ValueError("behaviour %s has no answer" % b)
+
+
+# ---------------------------------------------------------------- mutation fuzzing of what a peer sends
+# Byte values worth planting: term tags, frame types, and the edges of every length field.
+INTERESTING_BYTES = (0, 1, 0x7F, 0x80, 0xFF, 131, 80, 88, 90, 97, 98, 104, 105, 106, 107, 108, 109, 110, 111, 112,
+                     113, 116, 118, 119, 120, 121, 70, 77, 100, 115)
+INTERESTING_INTS = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000,
+                    0xFFFFFFFF, 0xFFFFFFFE)
+MAX_FUZZ_INPUT = 96 * 1024  # fits in a socketpair buffer, so a driver can write it all before the client reads
+
+
+def mutate_bytes(data, rng, pool=()):
+    """One random structural or byte-level mutation of `data` (bytes); `pool` offers material to splice in."""
+    data = bytearray(data)
+    op = rng.randrange(10)
+    if not data:
+        op = 4
+    if op == 0:
+        pos = rng.randrange(len(data))
+        data[pos] ^= 1 << rng.randrange(8)
+    elif op == 1:
+        data[rng.randrange(len(data))] = rng.choice(INTERESTING_BYTES)
+    elif op in (2, 3):
+        width = 2 if op == 2 else 4
+        if len(data) >= width:
+            pos = rng.randrange(len(data) - width + 1)
+            value = rng.choice(INTERESTING_INTS)
+            if rng.random() < 0.3:  # nudge the existing field instead: off-by-one lengths
+                value = int.from_bytes(data[pos:pos + width], "big") + rng.choice((-1, 1, 2, -2))
+            data[pos:pos + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "big")
+    elif op == 4:
+        pos = rng.randrange(len(data) + 1)
+        data[pos:pos] = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 16)))
+    elif op == 5:
+        start = rng.randrange(len(data))
+        del data[start:start + rng.randint(1, 32)]
+    elif op == 6:
+        start = rng.randrange(len(data))
+        chunk = data[start:start + rng.randint(1, 64)]
+        pos = rng.randrange(len(data) + 1)
+        data[pos:pos] = chunk * rng.randint(1, 8)
+    elif op == 7 and pool:
+        other = rng.choice(pool)
+        if other:
+            start = rng.randrange(len(other))
+            chunk = other[start:start + rng.randint(1, 128)]
+            pos = rng.randrange(len(data) + 1)
+            data[pos:pos + rng.randint(0, len(chunk))] = chunk
+    elif op == 8:
+        del data[rng.randrange(len(data)):]
+    else:
+        pos = rng.randrange(len(data))
+        data[pos] = rng.getrandbits(8)
+    return bytes(data[:MAX_FUZZ_INPUT])
+
+
+def frame_stream(payloads, header):
+    """Frames with correct `header`-byte (2 or 4) big-endian length prefixes."""
+    fmt = ">H" if header == 2 else ">I"
+    return b"".join(struct.pack(fmt, len(p) & (0xFFFF if header == 2 else 0xFFFFFFFF)) + p for p in payloads)
+
+
+def mutate_frames(payloads, header, rng, pool=()):
+    """Mutate a sequence of frame payloads and frame them: mostly with honest length prefixes, so the mutations
+    reach the parsers behind the framing, sometimes with lying prefixes or a cut stream, to hit the framing."""
+    payloads = list(payloads)
+    for _ in range(1 + min(int(rng.expovariate(0.7)), 8)):
+        choice = rng.random()
+        if choice < 0.75 and payloads:
+            index = rng.randrange(len(payloads))
+            payloads[index] = mutate_bytes(payloads[index], rng, pool)
+        elif choice < 0.82 and payloads:
+            del payloads[rng.randrange(len(payloads))]
+        elif choice < 0.89 and payloads:
+            index = rng.randrange(len(payloads))
+            payloads.insert(index, payloads[index])
+        elif choice < 0.94 and header == 4:
+            payloads.insert(rng.randrange(len(payloads) + 1), b"")  # a tick
+        elif pool:
+            payloads.insert(rng.randrange(len(payloads) + 1), rng.choice(pool))
+    stream = frame_stream(payloads, header)
+    if rng.random() < 0.12 and stream:
+        stream = mutate_bytes(stream, rng, pool)  # lying length prefixes, cut frames
+    return stream[:MAX_FUZZ_INPUT]
+
+
+def feed(data):
+    """A connected socket pair whose far end has already sent `data` and then shut down its sending side,
+    so a client reading it sees exactly `data` followed by end of stream; returns (client_end, far_end)."""
+    client_end, far_end = socket.socketpair()
+    for sock in (client_end, far_end):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    far_end.sendall(data)
+    far_end.shutdown(socket.SHUT_WR)
+    return client_end, far_end
+
+
+def handshake_payloads(name, flags=PEER_FLAGS, challenge=0x1234ABCD, creation=PEER_CREATION, status=b"ok"):
+    """The accepting side's handshake frames (status, challenge, ack) as payloads without length prefixes."""
+    raw = name.encode("utf-8")
+    return [b"s" + status, b"N" + struct.pack(">QIIH", flags, challenge, creation, len(raw)) + raw,
+            b"a" + hashlib.md5(b"cookie" + str(challenge).encode()).digest()]
