@@ -388,7 +388,8 @@ def handshake(sock, node, cookie, deadline, local_node, creation, tls_used):
     try:
         ack = framing.recv()
     except ConnectionClosed:
-        raise CookieRejected("%s rejected our cookie (it closed the connection after our challenge reply)" % node)
+        raise CookieRejected("%s rejected the cookie: it hung up after our challenge reply, so its cookie differs "
+                             "from the one given" % node)
     if ack[:1] != b"a" or len(ack) < 17:
         raise ProtocolError("%s sent a malformed challenge acknowledgement" % node)
     if ack[1:17] != digest(own_challenge, cookie):

@@ -1,0 +1,290 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, beamops.cluster contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Mesh analysis: ask every node, in parallel, what it is connected to, and explain what is wrong.
+
+Public API
+==========
+``mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=4369, dist_port=None, tls=None,
+              family=None, local_node=None) -> dict``
+    Connects to every node as a hidden node (one thread each, one overall ``timeout``), asks it
+    ``erlang:node()``, ``erlang:nodes()`` and ``erlang:nodes(hidden)`` and returns::
+
+        per_node       {node: {reachable, name, connected, hidden, reason, message}}
+        members        reachable listed nodes, sorted
+        full_mesh      every listed node reachable and linked to every other (and, with
+                       ``expected``, each one sees expected - 1 peers)
+        missing_links  [[a, b], ...] pairs of reachable listed nodes not linked both ways
+        partitions     connected components of the reachable nodes, each sorted, largest first
+        unreachable    listed nodes that could not be asked, sorted
+        unlisted       nodes the listed ones are connected to that are not in ``nodes``
+        elapsed_ms
+
+    ``reason`` is ``ok`` for a node in a healthy mesh and otherwise a diagnosis code:
+    for nodes that cannot be asked ``epmd_unreachable``, ``not_registered``,
+    ``dist_port_unreachable``, ``cookie_rejected``, ``not_allowed``, ``name_mismatch``,
+    ``name_type_mismatch``, ``tls_required``, ``tls_failed``, ``timeout`` (or ``protocol_error``,
+    ``connection_closed``, ``rpc_error``); for reachable nodes that stand apart
+    ``name_type_mismatch``, ``isolated``, ``partitioned``, ``missing_links``, ``too_few_peers``.
+    ``message`` is one plain sentence. A broken mesh is a result: only bad arguments raise
+    (``ValueError``).
+``wait_for_mesh(nodes, cookie, timeout=30.0, poll_ms=100, expected=None, **connection)``
+    Polls ``mesh_report`` until ``full_mesh`` or the timeout; returns ``(converged, report, ms, attempts)``
+    where ``ms`` is when it converged (None if it did not).
+``diagnosis(report)``
+    One line ``node: reason: message`` per node whose reason is not ``ok`` (a list of str).
+
+Verification is read-only: the client is hidden and only calls ``erlang:node/0`` and ``erlang:nodes/0,1``.
+"""
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import threading
+import time
+
+from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist
+from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import (
+    EPMD_DEFAULT_PORT,
+    Deadline,
+    DistError,
+    DistTimeout,
+    names as epmd_names,
+)
+from ansible_collections.beamops.cluster.plugins.module_utils.erl_term import Atom
+
+QUERIES = [("erlang", "node", []), ("erlang", "nodes", []), ("erlang", "nodes", [Atom("hidden")])]
+
+# A thread that overruns the deadline (it cannot: every socket call takes its timeout from it) is
+# still given this long to report before it is counted as timed out.
+JOIN_GRACE = 0.25
+
+
+def validate_nodes(nodes):
+    """The list of node names, checked: raises ValueError naming the ``nodes`` option."""
+    if not isinstance(nodes, (list, tuple)) or not nodes:
+        raise ValueError("nodes must be a non-empty list of node names such as app@10.0.0.5")
+    result = []
+    for name in nodes:
+        try:
+            erl_dist.split_node(name)
+        except ValueError as exc:
+            raise ValueError("nodes: %s" % exc)
+        if name not in result:
+            result.append(name)
+    return result
+
+
+def _entry(reachable, reason, message, name=None, connected=None, hidden=None):
+    return {"reachable": reachable, "name": name, "connected": connected or [], "hidden": hidden or [],
+            "reason": reason, "message": message}
+
+
+def _registries(hosts, deadline, epmd_port, family):
+    """NAMES of every host's EPMD, in parallel: {host: dict of names or DistError}."""
+    registries = {}
+
+    def ask(host):
+        try:
+            registries[host] = epmd_names(host, deadline, epmd_port, family)
+        except DistError as exc:
+            registries[host] = exc
+
+    threads = [threading.Thread(target=ask, args=(host,), daemon=True) for host in hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline.end - time.monotonic()) + JOIN_GRACE)
+    return registries
+
+
+def _epmd_failure(node, host, alive, registry, epmd_port):
+    if isinstance(registry, DistTimeout):
+        return _entry(False, "timeout", "EPMD on %s did not answer within the time budget." % host)
+    if isinstance(registry, DistError):
+        return _entry(False, "epmd_unreachable",
+                      "EPMD on %s port %d cannot be reached (%s): the host is down, EPMD is not running or a "
+                      "firewall blocks it." % (host, epmd_port, registry))
+    if registry is None:
+        return _entry(False, "timeout", "EPMD on %s did not answer within the time budget." % host)
+    if alive not in registry:
+        listed = ", ".join(sorted(registry)) or "none"
+        return _entry(False, "not_registered",
+                      "EPMD on %s has no node named %s (it has: %s): %s is down or was started under another "
+                      "name." % (host, alive, listed, node))
+    return None
+
+
+def _ask(node, cookie, deadline, dist_port, conn_args, local_names):
+    """Connect to one node and ask its view; returns a per-node entry."""
+    try:
+        with erl_dist.connect(node, cookie, deadline=deadline, dist_port=dist_port, **conn_args) as conn:
+            own, visible, hidden = conn.rpc_many(QUERIES, deadline=deadline)
+            local_names.add(conn.local_node)
+    except erl_dist.NameMismatch as exc:
+        return _entry(False, exc.reason, str(exc).rstrip(".") + ".", name=exc.actual)
+    except DistTimeout:
+        return _entry(False, "timeout", "%s did not complete the connection and query within the time budget." % node)
+    except DistError as exc:
+        if exc.reason == "dist_port_unreachable":
+            message = ("nothing accepts connections on the distribution port of %s (%s): the node is stopping, "
+                       "hung, or a firewall blocks the port." % (node, exc))
+        else:
+            message = str(exc).rstrip(".") + "."
+        return _entry(False, exc.reason, message)
+    return _entry(True, "ok", "", name=str(own), connected=sorted(str(n) for n in visible),
+                  hidden=sorted(str(n) for n in hidden))
+
+
+def _components(members, linked):
+    seen = set()
+    parts = []
+    for start in members:
+        if start in seen:
+            continue
+        stack, part = [start], []
+        seen.add(start)
+        while stack:
+            current = stack.pop()
+            part.append(current)
+            for other in members:
+                if other not in seen and linked(current, other):
+                    seen.add(other)
+                    stack.append(other)
+        parts.append(sorted(part))
+    return sorted(parts, key=lambda p: (-len(p), p))
+
+
+def _name_type(name):
+    return "long" if erl_dist.is_long_name(name) else "short"
+
+
+def analyse(nodes, per_node, expected=None):
+    """The whole-mesh part of a report from the per-node answers; fills in reasons of reachable nodes."""
+    members = sorted(n for n in nodes if per_node[n]["reachable"])
+    unreachable = sorted(n for n in nodes if not per_node[n]["reachable"])
+    sees = dict((n, set(per_node[n]["connected"])) for n in members)
+
+    def linked(a, b):
+        return b in sees[a] or a in sees[b]
+
+    missing = []
+    for i, a in enumerate(members):
+        for b in members[i + 1:]:
+            if not (b in sees[a] and a in sees[b]):
+                missing.append([a, b])
+    partitions = _components(members, linked)
+    listed = set(nodes)
+    unlisted = sorted(set().union(*sees.values()) - listed) if sees else []
+
+    types = [_name_type(n) for n in nodes]
+    majority = max(set(types), key=lambda t: (types.count(t), t == "long"))
+    for node in members:
+        entry = per_node[node]
+        others = [m for m in members if m != node]
+        lacking = sorted(m for m in others if not (m in sees[node] and node in sees[m]))
+        part = next(p for p in partitions if node in p)
+        if _name_type(node) != majority and lacking:
+            entry["reason"] = "name_type_mismatch"
+            entry["message"] = ("%s uses %s names while the other nodes use %s names; short-name and long-name "
+                                "nodes never connect to each other." % (node, _name_type(node), majority))
+        elif others and not any(linked(node, m) for m in others):
+            entry["reason"] = "isolated"
+            entry["message"] = ("%s is up but connected to none of the other %d nodes: check its discovery "
+                                "settings, cookie and name." % (node, len(others)))
+        elif len(part) < len(members):
+            entry["reason"] = "partitioned"
+            entry["message"] = ("%s is in a partition of %d nodes (%s) that does not reach %s."
+                                % (node, len(part), ", ".join(part), ", ".join(m for m in members if m not in part)))
+        elif lacking:
+            entry["reason"] = "missing_links"
+            entry["message"] = ("%s reaches the others only through peers: it is not directly connected to %s."
+                                % (node, ", ".join(lacking)))
+        elif expected and len(sees[node]) + 1 < expected:
+            entry["reason"] = "too_few_peers"
+            entry["message"] = ("%s sees %d other nodes where a cluster of %d needs %d."
+                                % (node, len(sees[node]), expected, expected - 1))
+        else:
+            entry["reason"] = "ok"
+            entry["message"] = "%s is connected to all %d other reachable listed nodes." % (node, len(others))
+    full = not unreachable and not missing and all(per_node[n]["reason"] == "ok" for n in members)
+    return {"members": members, "full_mesh": full, "missing_links": missing, "partitions": partitions,
+            "unreachable": unreachable, "unlisted": unlisted}
+
+
+def mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=EPMD_DEFAULT_PORT, dist_port=None, tls=None,
+                family=None, local_node=None):
+    """Ask every node what it is connected to; see the module docstring for the result."""
+    started = time.monotonic()
+    nodes = validate_nodes(nodes)
+    if not isinstance(cookie, str):
+        raise ValueError("cookie must be a string")
+    deadline = Deadline(timeout)
+    split = dict((n, erl_dist.split_node(n)) for n in nodes)
+    registries = {}
+    if dist_port is None:
+        registries = _registries(sorted(set(h for _a, h in split.values())), deadline, epmd_port, family)
+    conn_args = {"tls": tls, "family": family, "local_node": local_node}
+    local_names = set()
+    per_node = {}
+
+    def run(node):
+        alive, host = split[node]
+        port = dist_port
+        if dist_port is None:
+            registry = registries.get(host)
+            failure = _epmd_failure(node, host, alive, registry, epmd_port)
+            if failure:
+                per_node[node] = failure
+                return
+            port = registry[alive]
+        per_node[node] = _ask(node, cookie, deadline, port, conn_args, local_names)
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline.end - time.monotonic()) + JOIN_GRACE)
+    answers = {}
+    for node in nodes:  # in the order given; a straggler thread may still write into per_node
+        if node in per_node:
+            answers[node] = per_node[node]
+    for node in nodes:
+        if node not in answers:
+            answers[node] = _entry(False, "timeout", "%s did not answer within the time budget." % node)
+        else:
+            # Our own hidden connections are not part of the cluster.
+            answers[node]["hidden"] = [h for h in answers[node]["hidden"] if h not in local_names]
+    per_node = answers
+    report = {"per_node": per_node}
+    report.update(analyse(nodes, per_node, expected))
+    report["elapsed_ms"] = int(round((time.monotonic() - started) * 1000))
+    return report
+
+
+def diagnosis(report):
+    """One line per node that is not ``ok``: ``node: reason: message``."""
+    lines = []
+    for node in sorted(report["per_node"]):
+        entry = report["per_node"][node]
+        if entry["reason"] != "ok":
+            lines.append("%s: %s: %s" % (node, entry["reason"], entry["message"]))
+    return lines
+
+
+def wait_for_mesh(nodes, cookie, timeout=30.0, poll_ms=100, expected=None, attempt_timeout=5.0, **connection):
+    """Poll until the nodes form a full mesh: (converged, last report, converged_after_ms or None, attempts)."""
+    started = time.monotonic()
+    nodes = validate_nodes(nodes)
+    end = started + timeout
+    attempts = 0
+    while True:
+        # A hung node must not use up the whole wait in one attempt.
+        budget = max(0.05, min(attempt_timeout, end - time.monotonic()))
+        report = mesh_report(nodes, cookie, timeout=budget, expected=expected, **connection)
+        attempts += 1
+        now = time.monotonic()
+        if report["full_mesh"]:
+            return True, report, int(round((now - started) * 1000)), attempts
+        if now + poll_ms / 1000.0 >= end:
+            return False, report, None, attempts
+        time.sleep(poll_ms / 1000.0)
