@@ -308,7 +308,7 @@ EPMD_BEHAVIOURS = {
     "never_answer": "reads the request and keeps the connection open without a byte",
     "slow_drip": "answers correctly, one byte every drip_interval seconds",
     "endless": "answers NAMES with an endless stream of name lines and PORT_PLEASE2 with endless bytes",
-    "names_malformed": "NAMES answer with invalid UTF-8, lines without ports and a port that is not a number",
+    "names_malformed": "NAMES answer listing the real names among lines with invalid UTF-8, no port, ports out of range",
     "names_truncated": "NAMES answer of two bytes (the 4-byte EPMD port cut short)",
     "port_not_found": "PORT2_RESP with result 1 (name not registered)",
     "port_truncated": "PORT2_RESP cut after three bytes, then close",
@@ -367,8 +367,10 @@ class FakeEpmd(_FakeServer):
             else:
                 self.flood(conn, bytes([119, 0]) + b"\xff" * 4096)
         elif behaviour == "names_malformed":
-            conn.sendall(struct.pack(">I", 4369) + b"name \xff\xfe at port 1\nname onlyname\nname x at port abc\n"
-                         b"garbage line\nname %s at port 99999999\n" % alive.encode())
+            # The registered names are listed correctly between the broken lines.
+            conn.sendall(self.names_answer() + b"name \xff\xfe at port 1\nname onlyname\nname x at port abc\n"
+                         b"garbage line\nname big at port 99999999\nname neg at port -5\nname zero at port 0\n"
+                         b"name \x00\x01 at port 7\n")
         elif behaviour == "names_truncated":
             conn.sendall(b"\x00\x00")
         elif behaviour == "port_not_found":

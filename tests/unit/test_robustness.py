@@ -203,6 +203,8 @@ def test_client_against_fake_epmd(behaviour):
             assert all(isinstance(port, int) and 0 < port < 65536 for port in value.values()), value
         if behaviour == "ok":
             assert value == {alive: node.port}
+        if behaviour == "names_malformed" and outcome == "ok":
+            assert value.get(alive) == node.port, "the valid line among the broken ones must still be read"
 
 
 # ---------------------------------------------------------------- bounded fuzz of the handshake and frame parsers
@@ -296,3 +298,74 @@ def test_bounded_fuzz_of_handshake_and_frames():
     assert messages_decoded > FUZZ_INPUTS // 4
     assert outcomes.get("handshake:cookie_rejected", 0) > 0
     assert outcomes.get("frames:protocol_error", 0) > 0
+
+
+# ---------------------------------------------------------------- the mesh layer over the same misbehaving peers
+def test_mesh_report_with_every_misbehaving_peer_at_once():
+    """One report over a node per behaviour (all in parallel): bounded by one timeout, a reason for each."""
+    from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import mesh_report
+
+    suffix = "%06d" % random.Random().randrange(10 ** 6)
+    names = dict((b, "%s_%s@127.0.0.1" % (b, suffix)) for b in sorted(DIST_BEHAVIOURS))
+    healthy = [names[b] for b in names if b.startswith("ok")]
+    fakes = []
+    try:
+        for behaviour, name in names.items():
+            # The healthy ones see each other, so they form a small mesh of their own among the broken rest.
+            fakes.append(FakeNode(name, COOKIE, behaviour=behaviour, visible=[n for n in healthy if n != name]).start())
+        with FakeEpmd(dict((f.name.split("@")[0], f.port) for f in fakes)) as epmd:
+            start = time.monotonic()
+            report = mesh_report(list(names.values()), COOKIE, timeout=TIMEOUT, epmd_port=epmd.port)
+            seconds = time.monotonic() - start
+    finally:
+        for fake in fakes:
+            fake.stop()
+    assert seconds <= TIMEOUT + MARGIN, "mesh_report took %.2f s" % seconds
+    assert report["full_mesh"] is False
+    for behaviour, name in names.items():
+        entry = report["per_node"][name]
+        assert entry["message"], name
+        if behaviour.startswith("ok"):
+            assert entry["reachable"] is True, entry
+            assert entry["connected"] == sorted(n for n in healthy if n != name)
+        elif behaviour == "reply_wrong_shape":
+            # erlang:nodes() answered 42: the node must be reported (not silently dropped or timed out).
+            assert entry["reason"] in {"protocol_error", "rpc_error"}, entry
+        else:
+            assert entry["reachable"] is False, (behaviour, entry)
+            assert entry["reason"] in DIST_EXPECTED[behaviour], (behaviour, entry)
+    assert sorted(report["members"]) == sorted(healthy)
+    assert report["partitions"] == [sorted(healthy)]
+
+
+@pytest.mark.parametrize("behaviour", sorted(EPMD_BEHAVIOURS))
+def test_mesh_report_against_fake_epmd(behaviour):
+    from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import mesh_report
+
+    alive = NAME.split("@")[0]
+    with FakeNode(NAME, COOKIE) as node, FakeEpmd({alive: node.port}, behaviour=behaviour) as epmd:
+        start = time.monotonic()
+        report = mesh_report([NAME], COOKIE, timeout=TIMEOUT, epmd_port=epmd.port)
+        seconds = time.monotonic() - start
+    assert seconds <= TIMEOUT + MARGIN, "%s: mesh_report took %.2f s" % (behaviour, seconds)
+    entry = report["per_node"][NAME]
+    assert entry["message"]
+    if entry["reachable"]:
+        assert EPMD_EXPECTED_NAMES[behaviour] & {"ok"}, (behaviour, entry)
+        assert report["full_mesh"] is True
+    else:
+        assert entry["reason"] in (EPMD_EXPECTED_NAMES[behaviour] | EPMD_EXPECTED_CONNECT[behaviour]) - {"ok"}, \
+            (behaviour, entry)
+
+
+def test_wait_for_mesh_gives_up_on_a_silent_peer():
+    from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import wait_for_mesh
+
+    with FakeNode(NAME, COOKIE, behaviour="never_answer") as node:
+        start = time.monotonic()
+        converged, report, after_ms = wait_for_mesh([NAME], COOKIE, timeout=1.5, poll_ms=100,
+                                                     dist_port=node.port)[:3]
+        seconds = time.monotonic() - start
+    assert seconds <= 1.5 + MARGIN, "wait_for_mesh took %.2f s" % seconds
+    assert (converged, after_ms) == (False, None)
+    assert report["per_node"][NAME]["reason"] == "timeout"
