@@ -311,12 +311,8 @@ def _dec_big(buf, off, end, size, start):
     if stop > end:
         raise _truncated('big integer', off)
     value = int.from_bytes(buf[start + 1:stop], 'little')
-    sign = buf[start]
-    if sign == 1:
-        value = -value
-    elif sign != 0:
-        raise TermError('big integer at byte %d has sign byte %d; expected 0 or 1' % (off, sign))
-    return value, stop
+    # Erlang reads any non-zero sign byte as negative.
+    return (-value if buf[start] else value), stop
 
 
 def _dec_small_big(buf, off, end):
@@ -486,6 +482,7 @@ def _dec_new_references(buf, off, end, creation_size):
     if off + 2 > end:
         raise _truncated('reference', off)
     words = _UINT16.unpack_from(buf, off)[0]
+    # Erlang reads a reference without id words at the top level but refuses it inside a list: refuse it always.
     if not 1 <= words <= MAX_REFERENCE_WORDS:
         raise TermError('reference at byte %d has %d id words; expected 1..%d' % (off, words, MAX_REFERENCE_WORDS))
     node, pos = _read_atom(buf, off + 2, end, 'reference node')
@@ -569,9 +566,32 @@ def _finish_map(items):
         result = dict(zip(keys, items[1::2]))
     except TypeError:
         result = None
-    if result is None or len(result) != len(keys):
-        return ErlMap(zip(keys, items[1::2]))
-    return result
+    if result is not None and len(result) == len(keys):
+        return result
+    try:
+        distinct = len(set(_exact_key(key) for key in keys))
+    except RecursionError:
+        raise TermError('map key nests too deeply to check it for duplicates')
+    if distinct != len(keys):
+        raise TermError('map has a duplicate key; Erlang refuses such maps')
+    return ErlMap(zip(keys, items[1::2]))
+
+
+def _exact_key(term):
+    """A hashable stand-in for a decoded term, equal exactly when Erlang's =:= holds (1 and 1.0 differ)."""
+    kind = type(term)
+    if kind is tuple or kind is list:
+        return (kind, tuple(_exact_key(item) for item in term))
+    if kind is dict or kind is ErlMap:
+        pairs = term.items() if kind is dict else term
+        return (ErlMap, frozenset((_exact_key(key), _exact_key(value)) for key, value in pairs))
+    if kind is ImproperList:
+        return (kind, _exact_key(list(term.elements)), _exact_key(term.tail))
+    if kind is Fun:
+        return (kind, term[:7], _exact_key(list(term.free_vars)))
+    if kind is float:
+        return (kind, _DOUBLE.pack(term))
+    return (kind, term)
 
 
 def _decode_body(buf, off, end):
@@ -680,7 +700,7 @@ def _inflate(buf, off, end, max_size):
     inflater = zlib.decompressobj()
     try:
         # max_length stops a zip bomb at the declared size instead of inflating all of it.
-        body = inflater.decompress(buf[off + 4:end], size + 1)
+        body = inflater.decompress(memoryview(buf)[off + 4:end], size + 1)
     except zlib.error as exc:
         raise TermError('compressed term at byte %d is not valid zlib data: %s' % (off - 1, exc))
     if len(body) > size or (len(body) == size and not inflater.eof):
