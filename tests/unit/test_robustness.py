@@ -369,3 +369,83 @@ def test_wait_for_mesh_gives_up_on_a_silent_peer():
     assert seconds <= 1.5 + MARGIN, "wait_for_mesh took %.2f s" % seconds
     assert (converged, after_ms) == (False, None)
     assert report["per_node"][NAME]["reason"] == "timeout"
+
+
+# ---------------------------------------------------------------- the real modules, run by ansible-playbook
+PLAYBOOK = """
+- name: Verify misbehaving fake nodes
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Mesh info over the fakes
+      beamops.cluster.mesh_info:
+        nodes: {nodes}
+        cookie: "{{{{ fake_cookie }}}}"
+        timeout: {timeout}
+        epmd_port: {epmd_port}
+      register: info
+
+    - name: Wait for a mesh that never forms
+      beamops.cluster.mesh_wait:
+        nodes: {nodes}
+        cookie: "{{{{ fake_cookie }}}}"
+        timeout: {wait_timeout}
+        epmd_port: {epmd_port}
+      register: waited
+      ignore_errors: true
+
+    - name: Keep the results for the test
+      ansible.builtin.copy:
+        content: "{{{{ {{'info': info, 'waited': waited}} | to_json }}}}"
+        dest: {out}
+        mode: "0600"
+"""
+
+
+def ansible_playbook():
+    import shutil
+    import sys
+    beside = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    return beside if os.access(beside, os.X_OK) else shutil.which("ansible-playbook")
+
+
+def test_modules_report_a_diagnosis_and_do_not_hang(tmp_path):
+    """mesh_info and mesh_wait run for real (ansible-playbook on localhost) against a silent, a digest-forging
+    and a 4-GiB-frame fake node: each gets its reason, within the timeout, and the cookie never shows."""
+    import json
+    import sys
+    playbook_cmd = ansible_playbook()
+    if not playbook_cmd:
+        pytest.skip("ansible-playbook is not installed")
+    suffix = "%06d" % random.Random().randrange(10 ** 6)
+    behaviours = {"never_answer": "timeout", "bad_digest": "cookie_rejected", "frame_oversized": "protocol_error"}
+    fakes = [FakeNode("%s_%s@127.0.0.1" % (b, suffix), COOKIE, behaviour=b).start() for b in behaviours]
+    try:
+        with FakeEpmd(dict((f.name.split("@")[0], f.port) for f in fakes)) as epmd:
+            out = tmp_path / "result.json"
+            (tmp_path / "play.yml").write_text(PLAYBOOK.format(
+                nodes=json.dumps([f.name for f in fakes]), timeout=TIMEOUT, wait_timeout=1.5, epmd_port=epmd.port,
+                out=out))
+            (tmp_path / "vars.json").write_text(json.dumps({"fake_cookie": COOKIE}))
+            run = subprocess.run(
+                [playbook_cmd, "-i", "localhost,", "-c", "local", "-e", "@%s" % (tmp_path / "vars.json"),
+                 "-e", "ansible_python_interpreter=%s" % sys.executable, "-v", str(tmp_path / "play.yml")],
+                capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    finally:
+        for fake in fakes:
+            fake.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert COOKIE not in run.stdout + run.stderr
+    result = json.loads(out.read_text())
+    info, waited = result["info"], result["waited"]
+    assert info["full_mesh"] is False and not info.get("failed")
+    assert info["elapsed_ms"] <= (TIMEOUT + MARGIN) * 1000
+    assert waited["failed"] is True
+    assert waited["elapsed_ms"] <= (TIMEOUT + MARGIN) * 1000
+    for fake in fakes:
+        expected = behaviours[fake.behaviour]
+        for result_of in (info, waited):
+            entry = result_of["per_node"][fake.name]
+            assert entry["reason"] == expected, (fake.behaviour, entry)
+            assert entry["message"]
+        assert fake.name in waited["msg"]
