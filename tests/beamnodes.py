@@ -49,11 +49,12 @@ class NodeSpec:
 
     name: the alive part (a random suffix is added unless exact=True); host: the host part;
     short: start with -sname instead of -name; tls: a dict with certfile/keyfile/cacertfile and
-    verify_client (bool); dist_port: EPMD-less node listening on that port; args: more erl arguments.
+    verify_client (bool); dist_port: EPMD-less node listening on that port; args: more erl arguments;
+    env: more environment variables (e.g. ERL_EPMD_PORT).
     """
 
     def __init__(self, name, release="25", host=None, short=False, cookie="beamops-test-cookie", tls=None,
-                 dist_port=None, args=(), exact=False):
+                 dist_port=None, args=(), exact=False, env=None):
         self.alive = name if exact else "%s_%s" % (name, uuid.uuid4().hex[:8])
         self.release = release
         self.short = short
@@ -62,6 +63,7 @@ class NodeSpec:
         self.tls = tls
         self.dist_port = dist_port
         self.args = list(args)
+        self.env = dict(env or {})
 
     @property
     def node(self):
@@ -98,6 +100,7 @@ class BeamNode:
     def start(self):
         env = dict(os.environ)
         env["HOME"] = self.workdir  # keeps ~/.erlang.cookie of the machine out of it
+        env.update(self.spec.env)
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
 
@@ -254,3 +257,44 @@ def make_test_pki(directory):
     for path in paths.values():
         os.chmod(path, 0o600)
     return paths
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SilentListener:
+    """A real TCP listener on 127.0.0.1 that accepts connections and never says anything (a hung peer)."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        self.close()

@@ -216,6 +216,7 @@ class DistConnection:
         self.tls = tls_used
         self.max_frame = max_frame
         self.ticks_answered = 0
+        self.unlinks_acked = 0
         self._serial = 0
         self._pid = erl_term.Pid(erl_term.Atom(local_node), 1, 0, creation)
         self._ref_base = struct.unpack(">II", os.urandom(8))
@@ -275,6 +276,7 @@ class DistConnection:
                 ack = (CTRL_UNLINK_ID_ACK, control[1], control[3], control[2])
                 payload = bytes([PASS_THROUGH]) + erl_term.encode(ack)
                 send_all(self.sock, struct.pack(">I", len(payload)) + payload, deadline)
+                self.unlinks_acked += 1
                 continue
             if tag in (CTRL_SEND, CTRL_SEND_SENDER, CTRL_REG_SEND):
                 return control, message
