@@ -100,6 +100,9 @@ class BeamNode:
     def start(self):
         env = dict(os.environ)
         env["HOME"] = self.workdir  # keeps ~/.erlang.cookie of the machine out of it
+        if self.spec.dist_port:
+            # No EPMD to register with: an EPMD-less node must be reachable through its fixed port alone.
+            env["ERL_EPMD_PORT"] = str(free_port())
         env.update(self.spec.env)
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
