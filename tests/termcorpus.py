@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_term import (
-    Atom, BitBinary, ErlMap, Export, ImproperList, Pid, Port, Reference)
+    Atom, BitBinary, ErlMap, Export, ImproperList, Pid, Port, Reference, encode)
 
 ENCODINGS = ("default", "compressed", "minor0", "minor1", "minor2")
 
@@ -208,7 +208,7 @@ _INTERESTING_WORDS = (b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x00\x00\x
 def mutate(rng, data):
     """One mutated variant of an encoded term: bit flips, tag/length smashing, truncation, splicing."""
     data = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
         action = rng.randint(0, 7)
         pos = rng.randrange(len(data)) if data else 0
         if action == 0 and data:
@@ -229,7 +229,7 @@ def mutate(rng, data):
             del data[pos:pos + rng.randint(1, 8)]
         else:
             data[pos:pos] = bytes((rng.choice(_INTERESTING_BYTES),))
-    if rng.random() < 0.5:
+    if rng.random() < 0.9:
         data[:1] = b"\x83"
     return bytes(data)
 
@@ -239,3 +239,16 @@ def random_input(rng, seeds):
     if rng.random() < 0.1:
         return b"\x83" + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
     return mutate(rng, rng.choice(seeds))
+
+
+def seed_corpus(rng, nodes=(), count=60):
+    """Encoded terms to mutate: random terms (plain and compressed) and every node-made term of each node."""
+    seeds = []
+    for _ in range(count):
+        term = random_term(rng)
+        seeds.append(encode(term))
+        seeds.append(encode(term, compressed=True))
+    for node in nodes:
+        for expressions in NODE_EXPRESSIONS.values():
+            seeds.extend(node.evaluate(expressions).values())
+    return seeds

@@ -246,8 +246,9 @@ def _read_atom(buf, off, end, what):
         start = off + 3
     elif tag == NIL_EXT:
         # term_to_binary(T, [local]) writes [] for the node of local pids, ports and references.
-        raise TermError('%s at byte %d is [] instead of a node name: a LOCAL_EXT (term_to_binary(T, [local])) '
-                        'identifier that only the encoding runtime instance can resolve' % (what, off))
+        raise TermError('%s at byte %d is [] where an atom belongs: term_to_binary(T, [local]) (LOCAL_EXT) writes that '
+                        'for local pids, ports and references, which only the encoding runtime instance can resolve'
+                        % (what, off))
     else:
         raise TermError('%s at byte %d must be an atom, found tag %d' % (what, off, tag))
     stop = start + size
