@@ -45,6 +45,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import math
+import re
 import struct
 import zlib
 from collections import namedtuple
@@ -185,6 +186,7 @@ _V4_PORT_TAIL = struct.Struct('>QI')
 _NEW_PORT_TAIL = struct.Struct('>II')
 _OLD_NC_TAIL = struct.Struct('>IB')
 _FUN_HEAD = struct.Struct('>IB16sII')
+_FLOAT_TEXT = re.compile(br'[+-]?[0-9]+\.[0-9]+([eE][+-]?[0-9]+)?\Z')
 
 # Container frames of the iterative decoder.
 _TUPLE, _LIST, _MAP, _FUN = range(4)
@@ -344,11 +346,10 @@ def _dec_float(buf, off, end):
     if off + 31 > end:
         raise _truncated('FLOAT_EXT', off)
     text = buf[off:off + 31].split(b'\0', 1)[0]
-    try:
-        value = float(text.decode('ascii'))
-    except (UnicodeDecodeError, ValueError):
+    # Python's float() also takes '1_0', ' 1', '1', 'nan' and 'inf'; binary_to_term wants digits.digits[e[+-]digits].
+    if not _FLOAT_TEXT.match(text):
         raise TermError('FLOAT_EXT at byte %d is not a decimal float: %r' % (off, text))
-    return _finite(value, off), off + 31
+    return _finite(float(text), off), off + 31
 
 
 def _dec_small_atom_utf8(buf, off, end):
@@ -663,6 +664,7 @@ def _decode_body(buf, off, end):
 
 
 def _finish(frame):
+    """The value of a container whose elements are all decoded."""
     kind, items = frame[0], frame[1]
     if kind == _TUPLE:
         return tuple(items)
@@ -674,13 +676,10 @@ def _finish(frame):
 
 
 def _fun_frame(buf, off, end):
-    start = off - 1
     if off + 29 > end:
         raise _truncated('NEW_FUN_EXT', off)
-    size, arity, uniq, index, free_count = _FUN_HEAD.unpack_from(buf, off)
-    # Size counts itself and everything after the tag; check it before reading the free variables.
-    if size < 29 or start + 1 + size > end:
-        raise TermError('NEW_FUN_EXT at byte %d declares size %d, which does not fit the input' % (start, size))
+    # Like binary_to_term, ignore the Size field (encode() writes the true size).
+    arity, uniq, index, free_count = _FUN_HEAD.unpack_from(buf, off)[1:]
     off += 29
     module, off = _read_atom(buf, off, end, 'fun module')
     old_index, off = _read_small_int(buf, off, end, 'fun old index')
@@ -704,7 +703,7 @@ def _inflate(buf, off, end, max_size):
         body = inflater.decompress(memoryview(buf)[off + 4:end], size + 1)
     except zlib.error as exc:
         raise TermError('compressed term at byte %d is not valid zlib data: %s' % (off - 1, exc))
-    if len(body) > size or (len(body) == size and not inflater.eof):
+    if len(body) > size:
         raise TermError('compressed term at byte %d inflates past its declared size %d' % (off - 1, size))
     if not inflater.eof:
         raise TermError('compressed term at byte %d is truncated: %d of %d bytes' % (off - 1, len(body), size))
@@ -750,7 +749,10 @@ def _decode_top(buf, off, end):
 
 
 def decode(data, max_uncompressed_size=MAX_UNCOMPRESSED_SIZE):
-    """Decode one whole external term (starting with 131); trailing bytes are an error."""
+    """Decode one whole external term (starting with 131).
+
+    Trailing bytes are an error (binary_to_term/1 ignores them, but here they mean a framing mistake).
+    """
     term, used = decode_from(data, 0, max_uncompressed_size)
     if used != len(data):
         raise TermError('%d bytes after the end of the term (at byte %d)' % (len(data) - used, used))

@@ -191,6 +191,16 @@ def test_local_format(node):
         decode(decode(node.evaluate("term_to_binary({self()}, [local]).")["default"]))
 
 
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_fun_size_field_is_ignored_like_the_node_does(node, delta):
+    data = node.evaluate(NODE_EXPRESSIONS["closure"])["default"]
+    size = struct.unpack(">I", data[2:6])[0]
+    wrong = data[:2] + struct.pack(">I", size + delta) + data[6:]
+    _, same = node.roundtrip(data, [wrong, encode(decode(wrong))])
+    assert same == [1, 1]
+    assert encode(decode(wrong)) == encode(decode(data))
+
+
 def test_deep_nesting_within_limit_matches_node(node):
     term = []
     for _ in range(3000):
@@ -241,6 +251,8 @@ REFUSED = {
     "9 bits in a byte": b"\x83M\x00\x00\x00\x01\x09\xff",
     "6 reference words": b"\x83Z\x00\x06" + NODE_A + b"\x00\x00\x00\x01" + b"\x00\x00\x00\x01" * 6,
     "atom cache reference": b"\x83R\x00",
+    "FLOAT_EXT without a fraction": b"\x83c" + b"1e+00".ljust(31, b"\0"),
+    "FLOAT_EXT with a space": b"\x83c" + b" 1.5".ljust(31, b"\0"),
     "truncated tuple": b"\x83h\x02a\x01",
 }
 
