@@ -828,3 +828,43 @@ def handshake_payloads(name, flags=PEER_FLAGS, challenge=0x1234ABCD, creation=PE
     raw = name.encode("utf-8")
     return [b"s" + status, b"N" + struct.pack(">QIIH", flags, challenge, creation, len(raw)) + raw,
             b"a" + hashlib.md5(b"cookie" + str(challenge).encode()).digest()]
+
+
+# ---------------------------------------------------------------- drivers: one fuzz input through the real client
+FUZZ_LOCAL_NODE = "beamops_fuzz@127.0.0.1"
+
+
+def drive_handshake(data, node, budget):
+    """Feed `data` as everything the peer says during the handshake; returns "ok" or the DistError reason.
+    Any other exception propagates: for a fuzzer that is the finding."""
+    from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist
+    from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import Deadline, DistError
+    client_end, far_end = feed(data)
+    try:
+        erl_dist.handshake(client_end, node, "cookie", Deadline(budget), FUZZ_LOCAL_NODE, 7, False)
+        return "ok"
+    except DistError as exc:
+        return exc.reason
+    finally:
+        client_end.close()
+        far_end.close()
+
+
+def drive_frames(data, node, budget):
+    """Feed `data` as what the peer sends after the handshake and read messages until the client gives up;
+    returns (the DistError reason that ended it, number of messages decoded)."""
+    from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist
+    from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import Deadline, DistError
+    client_end, far_end = feed(data)
+    conn = erl_dist.DistConnection(client_end, FUZZ_LOCAL_NODE, node, PEER_FLAGS, 7, False)
+    deadline = Deadline(budget)
+    received = 0
+    try:
+        while True:
+            conn.receive(deadline)
+            received += 1
+    except DistError as exc:
+        return exc.reason, received
+    finally:
+        conn.close()
+        far_end.close()

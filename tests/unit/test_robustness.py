@@ -237,36 +237,6 @@ def rich_reply_payloads():
     return frames
 
 
-def run_handshake_input(data):
-    client_end, far_end = fakepeer.feed(data)
-    try:
-        erl_dist.handshake(client_end, "fuzz@127.0.0.1", "cookie", Deadline(FUZZ_BUDGET), "beamops_fuzz@127.0.0.1",
-                           7, False)
-        return "ok"
-    except DistError as exc:
-        return exc.reason
-    finally:
-        client_end.close()
-        far_end.close()
-
-
-def run_frames_input(data):
-    client_end, far_end = fakepeer.feed(data)
-    conn = erl_dist.DistConnection(client_end, "beamops_fuzz@127.0.0.1", "fuzz@127.0.0.1", fakepeer.PEER_FLAGS, 7,
-                                   False)
-    deadline = Deadline(FUZZ_BUDGET)
-    received = 0
-    try:
-        while True:
-            conn.receive(deadline)
-            received += 1
-    except DistError as exc:
-        return exc.reason, received
-    finally:
-        conn.close()
-        far_end.close()
-
-
 def test_bounded_fuzz_of_handshake_and_frames():
     rng = random.Random(FUZZ_SEED)
     handshake_seed = fakepeer.handshake_payloads("fuzz@127.0.0.1")
@@ -279,10 +249,12 @@ def test_bounded_fuzz_of_handshake_and_frames():
     for index in range(FUZZ_INPUTS):
         t0 = time.monotonic()
         if index % 2 == 0:
-            outcome = "handshake:" + run_handshake_input(fakepeer.mutate_frames(handshake_seed, 2, rng, pool))
+            data = fakepeer.mutate_frames(handshake_seed, 2, rng, pool)
+            outcome = "handshake:" + fakepeer.drive_handshake(data, "fuzz@127.0.0.1", FUZZ_BUDGET)
         else:
             seeds = [rng.choice(reply_seeds) for _ in range(rng.randint(1, 3))]
-            reason, received = run_frames_input(fakepeer.mutate_frames(seeds, 4, rng, pool))
+            data = fakepeer.mutate_frames(seeds, 4, rng, pool)
+            reason, received = fakepeer.drive_frames(data, "fuzz@127.0.0.1", FUZZ_BUDGET)
             outcome = "frames:" + reason
             messages_decoded += received
         slowest = max(slowest, time.monotonic() - t0)
