@@ -178,11 +178,14 @@ def analyse(nodes, per_node, expected=None):
 
     types = [_name_type(n) for n in nodes]
     majority = max(set(types), key=lambda t: (types.count(t), t == "long"))
+    # A unique largest partition is the cluster; the nodes outside it are the ones that stand apart.
+    main = partitions[0] if len(partitions) == 1 or (partitions and len(partitions[0]) > len(partitions[1])) else None
     for node in members:
         entry = per_node[node]
         others = [m for m in members if m != node]
-        lacking = sorted(m for m in others if not (m in sees[node] and node in sees[m]))
         part = next(p for p in partitions if node in p)
+        peers = [m for m in part if m != node] if part is main else others
+        lacking = sorted(m for m in peers if not (m in sees[node] and node in sees[m]))
         if _name_type(node) != majority and lacking:
             entry["reason"] = "name_type_mismatch"
             entry["message"] = ("%s uses %s names while the other nodes use %s names; short-name and long-name "
@@ -191,7 +194,7 @@ def analyse(nodes, per_node, expected=None):
             entry["reason"] = "isolated"
             entry["message"] = ("%s is up but connected to none of the other %d nodes: check its discovery "
                                 "settings, cookie and name." % (node, len(others)))
-        elif len(part) < len(members):
+        elif part is not main:
             entry["reason"] = "partitioned"
             entry["message"] = ("%s is in a partition of %d nodes (%s) that does not reach %s."
                                 % (node, len(part), ", ".join(part), ", ".join(m for m in members if m not in part)))
@@ -205,7 +208,10 @@ def analyse(nodes, per_node, expected=None):
                                 % (node, len(sees[node]), expected, expected - 1))
         else:
             entry["reason"] = "ok"
-            entry["message"] = "%s is connected to all %d other reachable listed nodes." % (node, len(others))
+            entry["message"] = "%s is connected to all %d other reachable listed nodes." % (node, len(peers))
+            if len(peers) < len(others):
+                entry["message"] = ("%s is connected to all %d other nodes of the main partition; the others stand "
+                                    "apart." % (node, len(peers)))
     full = not unreachable and not missing and all(per_node[n]["reason"] == "ok" for n in members)
     return {"members": members, "full_mesh": full, "missing_links": missing, "partitions": partitions,
             "unreachable": unreachable, "unlisted": unlisted}

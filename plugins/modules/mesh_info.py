@@ -139,8 +139,10 @@ partitions:
   type: list
   elements: list
   sample: [[demo@10.0.0.5, demo@10.0.0.6], [demo@10.0.0.8]]
-unreachable:
-  description: Listed nodes that could not be asked, sorted.
+unreachable_nodes:
+  description:
+    - Listed nodes that could not be asked, sorted.
+    - Named so because Ansible reads a true C(unreachable) key in a result as "the managed host is unreachable".
   returned: always
   type: list
   elements: str
@@ -179,6 +181,7 @@ def main():
         module.fail_json(msg=str(exc))
     report = erl_mesh.mesh_report(**kwargs)
     report["diagnosis"] = erl_mesh.diagnosis(report)
+    report["unreachable_nodes"] = report.pop("unreachable")
     module.exit_json(changed=False, **report)
 
 

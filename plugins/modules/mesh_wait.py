@@ -153,8 +153,10 @@ partitions:
   type: list
   elements: list
   sample: [[demo@10.0.0.5, demo@10.0.0.6], [demo@10.0.0.8]]
-unreachable:
-  description: Listed nodes that could not be asked, sorted.
+unreachable_nodes:
+  description:
+    - Listed nodes that could not be asked, sorted.
+    - Named so because Ansible reads a true C(unreachable) key in a result as "the managed host is unreachable".
   returned: always
   type: list
   elements: str
@@ -205,6 +207,7 @@ def main():
     converged, report, after_ms, attempts = erl_mesh.wait_for_mesh(
         poll_ms=params["poll_ms"], expected=params["expected"], **kwargs)
     report["diagnosis"] = erl_mesh.diagnosis(report)
+    report["unreachable_nodes"] = report.pop("unreachable")
     report["attempts"] = attempts
     if not converged:
         module.fail_json(msg="the nodes did not form a full mesh within %s s: %s"

@@ -137,6 +137,8 @@ def test_isolated_node_and_unlisted_peers(cluster, release):
     lone = cluster[(release, "lone")][0]
     result = report(mesh[:2] + [lone])
     assert result["per_node"][lone.name]["reason"] == "isolated"
+    # The two that form the main partition do not stand apart: the lone node does.
+    assert [result["per_node"][n]["reason"] for n in names(mesh[:2])] == ["ok", "ok"]
     assert result["partitions"] == [sorted(names(mesh[:2])), [lone.name]]
     assert result["unlisted"] == [mesh[2].name]
 

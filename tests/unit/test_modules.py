@@ -1,0 +1,208 @@
+"""epmd_info, mesh_info and mesh_wait run by a real ansible-playbook on localhost against real nodes.
+
+One playbook run (with -vvv) exercises every case; its registered results are written to a JSON file that
+the tests below read. The cookie must never show in the output.
+"""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+import beamnodes
+import otp
+
+RELEASES = sorted(otp.runtimes())
+
+PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    cookie: "{cookie}"
+    mesh: {mesh}
+    broken: {broken}
+  tasks:
+    - name: Mesh of nodes of every OTP release
+      beamops.cluster.mesh_info:
+        nodes: "{{{{ mesh }}}}"
+        cookie: "{{{{ cookie }}}}"
+      register: info_ok
+
+    - name: Same in check mode
+      beamops.cluster.mesh_info:
+        nodes: "{{{{ mesh }}}}"
+        cookie: "{{{{ cookie }}}}"
+      check_mode: true
+      register: info_check
+
+    - name: A broken mesh is a result
+      beamops.cluster.mesh_info:
+        nodes: "{{{{ broken }}}}"
+        cookie: "{{{{ cookie }}}}"
+        timeout: 3
+      register: info_broken
+
+    - name: Wait for the good mesh
+      beamops.cluster.mesh_wait:
+        nodes: "{{{{ mesh }}}}"
+        cookie: "{{{{ cookie }}}}"
+        timeout: 10
+        poll_ms: 50
+      register: wait_ok
+
+    - name: Wait for the broken one times out
+      beamops.cluster.mesh_wait:
+        nodes: "{{{{ broken }}}}"
+        cookie: "{{{{ cookie }}}}"
+        timeout: 0.5
+        poll_ms: 50
+      register: wait_broken
+      ignore_errors: true
+
+    - name: EPMD of this host
+      beamops.cluster.epmd_info:
+        name: "{{{{ mesh[0].split('@')[0] }}}}"
+      register: epmd
+
+    - name: EPMD that is not there
+      beamops.cluster.epmd_info:
+        epmd_port: {closed_port}
+        timeout: 1
+      register: epmd_closed
+
+    - name: Empty node list
+      beamops.cluster.mesh_info:
+        nodes: []
+        cookie: "{{{{ cookie }}}}"
+      register: bad_empty
+      ignore_errors: true
+
+    - name: Malformed node name
+      beamops.cluster.mesh_info:
+        nodes: ["not-a-node-name"]
+        cookie: "{{{{ cookie }}}}"
+      register: bad_name
+      ignore_errors: true
+
+    - name: Cookie that is not a string
+      beamops.cluster.mesh_info:
+        nodes: "{{{{ mesh }}}}"
+        cookie: 12345
+      register: bad_cookie
+      ignore_errors: true
+
+    - name: Missing TLS CA
+      beamops.cluster.mesh_wait:
+        nodes: "{{{{ mesh }}}}"
+        cookie: "{{{{ cookie }}}}"
+        tls: true
+      register: bad_tls
+      ignore_errors: true
+
+    - name: Keep every result for the tests
+      ansible.builtin.copy:
+        dest: "{results}"
+        mode: "0600"
+        content: >-
+          {{{{ {{'info_ok': info_ok, 'info_check': info_check, 'info_broken': info_broken, 'wait_ok': wait_ok,
+          'wait_broken': wait_broken, 'epmd': epmd, 'epmd_closed': epmd_closed, 'bad_empty': bad_empty,
+          'bad_name': bad_name, 'bad_cookie': bad_cookie, 'bad_tls': bad_tls}} | to_json }}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, collections_root):
+    workdir = tmp_path_factory.mktemp("modules")
+    cookie = "ck-" + uuid.uuid4().hex
+    specs = [beamnodes.NodeSpec("mod%s" % rel, release=rel, cookie=cookie) for rel in RELEASES]
+    specs.append(beamnodes.NodeSpec("modlone", release=RELEASES[0], cookie=cookie))
+    nodes = beamnodes.start_nodes(specs, str(workdir))
+    try:
+        mesh = nodes[:-1]
+        beamnodes.connect_mesh(mesh)
+        gone = "gone_%s@127.0.0.1" % uuid.uuid4().hex[:8]
+        results = workdir / "results.json"
+        playbook = workdir / "play.yml"
+        playbook.write_text(PLAYBOOK.format(cookie=cookie, mesh=json.dumps([n.name for n in mesh]),
+                                            broken=json.dumps([n.name for n in nodes] + [gone]), results=results,
+                                            closed_port=beamnodes.free_port()))
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root, ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0",
+                   ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+        playbook_bin = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+        proc = subprocess.run([playbook_bin, "-vvv", "-i", "localhost,", str(playbook)], env=env,
+                              capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        yield {"cookie": cookie, "nodes": nodes, "gone": gone, "output": proc.stdout + proc.stderr,
+               "results": json.loads(results.read_text())}
+    finally:
+        beamnodes.stop_nodes(nodes)
+
+
+def test_cookie_never_in_output(run):
+    assert run["cookie"] not in run["output"]
+    assert run["cookie"] not in json.dumps(run["results"])
+    # -vvv did show the module arguments, with the cookie masked.
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in run["output"] or "********" in run["output"]
+
+
+def test_mesh_info_on_a_mixed_release_mesh(run):
+    info = run["results"]["info_ok"]
+    mesh = sorted(n.name for n in run["nodes"][:-1])
+    assert info["changed"] is False and not info.get("failed")
+    assert info["full_mesh"] is True
+    assert info["members"] == mesh and info["partitions"] == [mesh]
+    assert info["missing_links"] == [] and info["unreachable_nodes"] == [] and info["diagnosis"] == []
+    for name in mesh:
+        entry = info["per_node"][name]
+        assert set(entry) == {"reachable", "name", "connected", "hidden", "reason", "message"}
+        assert entry["connected"] == [n for n in mesh if n != name]
+        assert entry["reason"] == "ok"
+    assert isinstance(info["elapsed_ms"], int)
+    check = run["results"]["info_check"]
+    assert check["full_mesh"] is True and check["changed"] is False
+
+
+def test_mesh_info_reports_a_broken_mesh_without_failing(run):
+    info = run["results"]["info_broken"]
+    lone = run["nodes"][-1].name
+    assert not info.get("failed")
+    assert info["full_mesh"] is False
+    assert info["unreachable_nodes"] == [run["gone"]]
+    assert info["per_node"][run["gone"]]["reason"] == "not_registered"
+    assert info["per_node"][lone]["reason"] == "isolated"
+    assert len(info["partitions"]) == 2 and [lone] in info["partitions"]
+    assert len(info["diagnosis"]) == 2
+
+
+def test_mesh_wait(run):
+    ok = run["results"]["wait_ok"]
+    assert not ok.get("failed") and ok["full_mesh"] is True
+    assert isinstance(ok["converged_after_ms"], int) and ok["attempts"] >= 1
+    broken = run["results"]["wait_broken"]
+    assert broken["failed"] is True
+    assert "did not form a full mesh" in broken["msg"] and "not_registered" in broken["msg"]
+    assert broken["full_mesh"] is False and broken["per_node"][run["gone"]]["reason"] == "not_registered"
+    assert broken["diagnosis"] and "converged_after_ms" not in broken
+
+
+def test_epmd_info(run):
+    epmd = run["results"]["epmd"]
+    alive = run["nodes"][0].name.split("@")[0]
+    assert epmd["reachable"] is True and epmd["registered"] is True
+    assert epmd["names"][alive] == epmd["node"]["port"]
+    assert epmd["node"]["highest_version"] == 6
+    closed = run["results"]["epmd_closed"]
+    assert not closed.get("failed")
+    assert closed["reachable"] is False and closed["reason"] == "epmd_unreachable"
+
+
+@pytest.mark.parametrize("case, words", [("bad_empty", "nodes"), ("bad_name", "nodes"), ("bad_cookie", "cookie"),
+                                         ("bad_tls", "tls_ca_file")])
+def test_bad_options_fail_naming_the_option(run, case, words):
+    result = run["results"][case]
+    assert result["failed"] is True
+    assert result["msg"].startswith(words), result["msg"]
