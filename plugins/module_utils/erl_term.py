@@ -179,7 +179,6 @@ class ErlMap(tuple):
 _UINT32 = struct.Struct('>I')
 _INT32 = struct.Struct('>i')
 _UINT16 = struct.Struct('>H')
-_UINT64 = struct.Struct('>Q')
 _DOUBLE = struct.Struct('>d')
 _PID_TAIL = struct.Struct('>III')
 _V4_PORT_TAIL = struct.Struct('>QI')
@@ -208,7 +207,7 @@ def _utf8_atom(raw, off):
     try:
         text = raw.decode('utf-8')
     except UnicodeDecodeError:
-        raise TermError('atom at byte %d is not valid UTF-8' % off)
+        raise TermError('atom at byte %d is not valid UTF-8' % off) from None
     if len(text) > MAX_ATOM_CHARS:
         raise TermError('atom at byte %d has %d characters; Erlang allows %d' % (off, len(text), MAX_ATOM_CHARS))
     value = Atom(text)
@@ -236,36 +235,18 @@ def _read_atom(buf, off, end, what):
     if off >= end:
         raise _truncated(what, off)
     tag = buf[off]
-    if tag == SMALL_ATOM_UTF8_EXT or tag == SMALL_ATOM_EXT:
-        if off + 2 > end:
-            raise _truncated(what, off)
-        size = buf[off + 1]
-        start = off + 2
-    elif tag == ATOM_UTF8_EXT or tag == ATOM_EXT:
-        if off + 3 > end:
-            raise _truncated(what, off)
-        size = _UINT16.unpack_from(buf, off + 1)[0]
-        start = off + 3
-    elif tag == NIL_EXT:
+    decoder = _ATOM_DECODERS.get(tag)
+    if decoder is not None:
+        value, off = decoder(buf, off + 1, end)
+        if value is True or value is False:
+            value = Atom('true' if value else 'false')
+        return value, off
+    if tag == NIL_EXT:
         # term_to_binary(T, [local]) writes [] for the node of local pids, ports and references.
         raise TermError('%s at byte %d is [] where an atom belongs: term_to_binary(T, [local]) (LOCAL_EXT) writes that '
                         'for local pids, ports and references, which only the encoding runtime instance can resolve'
                         % (what, off))
-    else:
-        raise TermError('%s at byte %d must be an atom, found tag %d' % (what, off, tag))
-    stop = start + size
-    if stop > end:
-        raise _truncated(what, off)
-    raw = buf[start:stop]
-    if tag == SMALL_ATOM_UTF8_EXT or tag == ATOM_UTF8_EXT:
-        value = _utf8_atom(raw, off)
-        if value is True or value is False:
-            value = Atom(raw.decode('ascii'))
-    else:
-        if size > MAX_ATOM_CHARS:
-            raise TermError('atom at byte %d has %d characters; Erlang allows %d' % (off, size, MAX_ATOM_CHARS))
-        value = Atom(raw.decode('latin-1'))
-    return value, stop
+    raise TermError('%s at byte %d must be an atom, found tag %d' % (what, off, tag))
 
 
 def _read_small_int(buf, off, end, what):
@@ -274,13 +255,9 @@ def _read_small_int(buf, off, end, what):
         raise _truncated(what, off)
     tag = buf[off]
     if tag == SMALL_INTEGER_EXT:
-        if off + 2 > end:
-            raise _truncated(what, off)
-        return buf[off + 1], off + 2
+        return _dec_small_integer(buf, off + 1, end)
     if tag == INTEGER_EXT:
-        if off + 5 > end:
-            raise _truncated(what, off)
-        return _INT32.unpack_from(buf, off + 1)[0], off + 5
+        return _dec_integer(buf, off + 1, end)
     raise TermError('%s at byte %d must be a small integer, found tag %d' % (what, off, tag))
 
 
@@ -289,7 +266,7 @@ def _read_pid(buf, off, end):
     if off >= end:
         raise _truncated('fun creator pid', off)
     tag = buf[off]
-    if tag != NEW_PID_EXT and tag != PID_EXT:
+    if tag not in (NEW_PID_EXT, PID_EXT):
         raise TermError('fun creator at byte %d must be a pid, found tag %d' % (off, tag))
     decoder = _SCALARS[tag]
     return decoder(buf, off + 1, end)
@@ -522,6 +499,13 @@ def _dec_atom_cache_ref(buf, off, end):
                     'connect without DIST_HDR_ATOM_CACHE' % (off - 1))
 
 
+_ATOM_DECODERS = {
+    SMALL_ATOM_UTF8_EXT: _dec_small_atom_utf8,
+    ATOM_UTF8_EXT: _dec_atom_utf8,
+    SMALL_ATOM_EXT: _dec_small_atom,
+    ATOM_EXT: _dec_atom,
+}
+
 _SCALARS = {
     SMALL_INTEGER_EXT: _dec_small_integer,
     INTEGER_EXT: _dec_integer,
@@ -573,7 +557,7 @@ def _finish_map(items):
     try:
         distinct = len(set(_exact_key(key) for key in keys))
     except RecursionError:
-        raise TermError('map key nests too deeply to check it for duplicates')
+        raise TermError('map key nests too deeply to check it for duplicates') from None
     if distinct != len(keys):
         raise TermError('map has a duplicate key; Erlang refuses such maps')
     return ErlMap(zip(keys, items[1::2]))
@@ -636,7 +620,7 @@ def _decode_body(buf, off, end):
             elif tag == NEW_FUN_EXT:
                 frame, off = _fun_frame(buf, off, end)
                 count = frame[2]
-            elif tag == COMPRESSED or tag == LOCAL_EXT or tag == VERSION:
+            elif tag in (COMPRESSED, LOCAL_EXT, VERSION):
                 raise TermError('tag %d at byte %d is only allowed at the start of a term' % (tag, off - 1))
             else:
                 raise TermError('unknown tag %d at byte %d' % (tag, off - 1))
@@ -702,7 +686,7 @@ def _inflate(buf, off, end, max_size):
         # max_length stops a zip bomb at the declared size instead of inflating all of it.
         body = inflater.decompress(memoryview(buf)[off + 4:end], size + 1)
     except zlib.error as exc:
-        raise TermError('compressed term at byte %d is not valid zlib data: %s' % (off - 1, exc))
+        raise TermError('compressed term at byte %d is not valid zlib data: %s' % (off - 1, exc)) from None
     if len(body) > size:
         raise TermError('compressed term at byte %d inflates past its declared size %d' % (off - 1, size))
     if not inflater.eof:
@@ -722,7 +706,7 @@ def decode_from(data, offset=0, max_uncompressed_size=MAX_UNCOMPRESSED_SIZE):
         try:
             data = bytes(data)
         except TypeError:
-            raise TermError('expected bytes, got %s' % type(data).__name__)
+            raise TermError('expected bytes, got %s' % type(data).__name__) from None
     end = len(data)
     if offset < 0 or offset >= end:
         raise TermError('no term at byte %d: the input has %d bytes' % (offset, end))

@@ -21,8 +21,9 @@ RUNTIMES = runtimes()
 ALL_AGREE = [1] * len(ENCODINGS)
 
 
-@pytest.fixture(scope="module", params=sorted(RUNTIMES))
-def node(request):
+@pytest.fixture(name="node", scope="module", params=sorted(RUNTIMES))
+def node_fixture(request):
+    """One TermNode per OTP release, shared by the module."""
     term_node = TermNode(RUNTIMES[request.param])
     term_node.release = request.param
     yield term_node

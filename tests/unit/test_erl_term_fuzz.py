@@ -17,8 +17,8 @@ INPUTS = 3000
 MAX_SECONDS_PER_INPUT = 1.0
 
 
-@pytest.fixture(scope="module")
-def seeds():
+@pytest.fixture(name="seeds", scope="module")
+def seeds_fixture():
     nodes = [TermNode(erl) for erl in runtimes().values()]
     try:
         return seed_corpus(random.Random(2026), nodes)
