@@ -38,7 +38,7 @@ notes:
 seealso:
   - module: beamops.cluster.mesh_info
 author:
-  - beamops.cluster contributors
+  - beamops.cluster contributors (@beamops)
 """
 
 EXAMPLES = r"""

@@ -40,7 +40,7 @@ seealso:
   - module: beamops.cluster.mesh_wait
   - module: beamops.cluster.epmd_info
 author:
-  - beamops.cluster contributors
+  - beamops.cluster contributors (@beamops)
 """
 
 EXAMPLES = r"""

@@ -52,7 +52,7 @@ attributes:
 seealso:
   - module: beamops.cluster.mesh_info
 author:
-  - beamops.cluster contributors
+  - beamops.cluster contributors (@beamops)
 """
 
 EXAMPLES = r"""
