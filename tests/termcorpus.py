@@ -64,10 +64,10 @@ class TermNode:
         self._from_node, from_node_write = os.pipe()
         self._log = tempfile.TemporaryFile()
         program = NODE_PROGRAM % {"rfd": to_node_read, "wfd": from_node_write}
-        # Lives as long as this object; close() ends it.
+        # Lives as long as this object; close() ends it. No erl_crash.dump in the working directory if it dies.
         self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
             [erl, "-noinput", "-eval", program], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            pass_fds=(to_node_read, from_node_write))
+            pass_fds=(to_node_read, from_node_write), env=dict(os.environ, ERL_CRASH_DUMP_SECONDS="0"))
         os.close(to_node_read)
         os.close(from_node_write)
 
