@@ -187,6 +187,8 @@ _OLD_NC_TAIL = struct.Struct('>IB')
 _FUN_HEAD = struct.Struct('>IB16sII')
 _FLOAT_TEXT = re.compile(br'[+-]?[0-9]+\.[0-9]+([eE][+-]?[0-9]+)?\Z')
 
+_new_tuple = tuple.__new__
+
 # Container frames of the iterative decoder.
 _TUPLE, _LIST, _MAP, _FUN = range(4)
 
@@ -335,7 +337,9 @@ def _dec_small_atom_utf8(buf, off, end):
     stop = off + 1 + buf[off]
     if stop > end:
         raise _truncated('SMALL_ATOM_UTF8_EXT', off)
-    return _utf8_atom(buf[off + 1:stop], off), stop
+    raw = buf[off + 1:stop]
+    value = _atom_cache.get(raw)
+    return (_utf8_atom(raw, off) if value is None else value), stop
 
 
 def _dec_atom_utf8(buf, off, end):
@@ -413,8 +417,8 @@ def _dec_new_pid(buf, off, end):
     node, off = _read_atom(buf, off, end, 'pid node')
     if off + 12 > end:
         raise _truncated('NEW_PID_EXT', off)
-    ident, serial, creation = _PID_TAIL.unpack_from(buf, off)
-    return Pid(node, ident, serial, creation), off + 12
+    # tuple.__new__ skips the named tuple's Python-level __new__: pids are the commonest non-scalar.
+    return _new_tuple(Pid, (node,) + _PID_TAIL.unpack_from(buf, off)), off + 12
 
 
 def _dec_pid(buf, off, end):
@@ -749,16 +753,26 @@ _NIL_MARK = object()
 _ATOM_TRUE = b'\x77\x04true'
 _ATOM_FALSE = b'\x77\x05false'
 _ATOM_UNDEFINED = b'\x77\x09undefined'
+# Encoded atoms by name, the mirror of _atom_cache.
+_encoded_atoms = {}
 
 
 def _enc_atom(text):
+    encoded = _encoded_atoms.get(text)
+    if encoded is not None:
+        return encoded
     raw = text.encode('utf-8')
     size = len(raw)
     if size < 256:
-        return bytes((SMALL_ATOM_UTF8_EXT, size)) + raw
-    if len(text) > MAX_ATOM_CHARS:
+        encoded = bytes((SMALL_ATOM_UTF8_EXT, size)) + raw
+    elif len(text) > MAX_ATOM_CHARS:
         raise TermError('atom %r has %d characters; Erlang allows %d' % (text[:40], len(text), MAX_ATOM_CHARS))
-    return bytes((ATOM_UTF8_EXT,)) + _UINT16.pack(size) + raw
+    else:
+        encoded = bytes((ATOM_UTF8_EXT,)) + _UINT16.pack(size) + raw
+    if len(_encoded_atoms) >= _ATOM_CACHE_LIMIT:
+        _encoded_atoms.clear()
+    _encoded_atoms[text] = encoded
+    return encoded
 
 
 def _enc_node(node, what):
