@@ -20,6 +20,10 @@ Public API
 ``DistConnection.close()``
 ``TlsOptions(ca_file=None, cert_file=None, key_file=None, verify=True, server_name=None)``
 ``split_node(name) -> (alive, host)``; raises ``ValueError`` naming what is wrong.
+``format_term(term)``
+    Erlang-like text of a decoded term, for messages.
+
+Terms follow ``erl_term``: pass ``Atom("x")`` for atoms; a Python ``str`` is sent as a binary.
 
 The client never sets the PUBLISHED flag: it is a hidden node, so it shows only in the
 peer's ``nodes(hidden)`` and never makes cluster nodes connect to one another. It accepts no
@@ -123,6 +127,10 @@ class NameMismatch(DistError):
         self.actual = actual
 
 
+class ClosedBeforeStatus(ConnectionClosed):
+    """The peer hung up on our name frame, as a TLS listener does with a plain TCP client."""
+
+
 class ProtocolError(DistError):
     reason = "protocol_error"
 
@@ -169,6 +177,21 @@ class TlsOptions:
             except (OSError, ssl.SSLError) as exc:
                 raise ValueError("tls_cert_file/tls_key_file %s cannot be used: %s" % (self.cert_file, exc))
         return ctx
+
+
+def format_term(term):
+    """Erlang-like text of a decoded term, for messages (``{'EXIT', {undef, [...]}}``)."""
+    if isinstance(term, erl_term.Atom):
+        return str(term)
+    if isinstance(term, bool):
+        return "true" if term else "false"
+    if isinstance(term, tuple) and not hasattr(term, "_fields"):
+        return "{%s}" % ", ".join(format_term(item) for item in term)
+    if isinstance(term, list):
+        return "[%s]" % ", ".join(format_term(item) for item in term)
+    if isinstance(term, bytes):
+        return "<<%s>>" % repr(term)[1:]
+    return repr(term)
 
 
 def split_node(name):
@@ -309,8 +332,8 @@ class DistConnection:
             results = self._await(refs, deadline)
         for (module, function, args), result in zip(calls, results):
             if isinstance(result, tuple) and len(result) == 2 and result[0] == "badrpc":
-                raise RpcError("%s:%s/%d failed on %s: %r" % (module, function, len(args), self.peer_node, result[1]),
-                               result[1])
+                raise RpcError("%s:%s/%d failed on %s: %s" % (module, function, len(args), self.peer_node,
+                                                            format_term(result[1])), result[1])
         return results
 
     def rpc(self, module, function, args, timeout=5.0, deadline=None):
@@ -356,7 +379,7 @@ def handshake(sock, node, cookie, deadline, local_node, creation, tls_used):
             raise DistError("%s closed the TLS connection before answering our name: it may demand a client "
                             "certificate from its CA (set tls_cert_file and tls_key_file)" % node, "tls_failed")
         # A TLS listener reads our name frame as a broken ClientHello and hangs up without a status.
-        raise ConnectionClosed("%s closed the connection before answering our name" % node, exc.received)
+        raise ClosedBeforeStatus("%s closed the connection before answering our name" % node, exc.received)
     if status[:1] != b"s":
         raise ProtocolError("%s answered our name with an unexpected frame (type %r)" % (node, status[:1]))
     text = status[1:].decode("utf-8", "replace")
@@ -419,7 +442,7 @@ def connect(node, cookie, timeout=5.0, deadline=None, epmd_port=EPMD_DEFAULT_POR
         if tls is not None:
             sock = _wrap_tls(sock, host, node, tls, deadline)
         peer_name, peer_flags = handshake(sock, node, cookie, deadline, local_node, creation, tls is not None)
-    except ConnectionClosed as exc:
+    except ClosedBeforeStatus as exc:
         sock.close()
         if tls is None and _speaks_tls(host, dist_port, deadline, family):
             raise DistError("%s uses TLS distribution (-proto_dist inet_tls): set tls_ca_file (and a client "
@@ -434,6 +457,8 @@ def connect(node, cookie, timeout=5.0, deadline=None, epmd_port=EPMD_DEFAULT_POR
 def _speaks_tls(host, port, deadline, family):
     """Whether host:port completes a TLS handshake (certificates unchecked: this only tells the protocol)."""
     probe = TlsOptions(verify=False)
+    # A real TLS listener answers a ClientHello at once; do not let a silent peer eat the whole budget.
+    deadline = Deadline(min(deadline.remaining(), 0.5))
     try:
         sock = open_tcp(host, port, deadline, family, "dist_port_unreachable")
     except DistError:

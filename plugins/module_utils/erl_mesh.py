@@ -130,9 +130,18 @@ def _ask(node, cookie, deadline, dist_port, conn_args, local_names):
                        "hung, or a firewall blocks the port." % (node, exc))
         else:
             message = str(exc).rstrip(".") + "."
+            if node not in message:
+                message = "%s: %s" % (node, message)
         return _entry(False, exc.reason, message)
+    if not (isinstance(own, str) and _is_name_list(visible) and _is_name_list(hidden)):
+        return _entry(False, "protocol_error", "%s answered erlang:node/0 and erlang:nodes/0,1 with something "
+                      "that is not node names." % node)
     return _entry(True, "ok", "", name=str(own), connected=sorted(str(n) for n in visible),
                   hidden=sorted(str(n) for n in hidden))
+
+
+def _is_name_list(value):
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _components(members, linked):
@@ -234,16 +243,21 @@ def mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=EPMD_DEFAUL
     per_node = {}
 
     def run(node):
-        alive, host = split[node]
-        port = dist_port
-        if dist_port is None:
-            registry = registries.get(host)
-            failure = _epmd_failure(node, host, alive, registry, epmd_port)
-            if failure:
-                per_node[node] = failure
-                return
-            port = registry[alive]
-        per_node[node] = _ask(node, cookie, deadline, port, conn_args, local_names)
+        try:
+            alive, host = split[node]
+            port = dist_port
+            if dist_port is None:
+                registry = registries.get(host)
+                failure = _epmd_failure(node, host, alive, registry, epmd_port)
+                if failure:
+                    per_node[node] = failure
+                    return
+                port = registry[alive]
+            per_node[node] = _ask(node, cookie, deadline, port, conn_args, local_names)
+        except Exception as exc:  # pylint: disable=broad-except
+            # A peer must never be able to crash the report: whatever it did is that node's result.
+            per_node[node] = _entry(False, "protocol_error", "talking to %s failed unexpectedly: %s: %s."
+                                    % (node, type(exc).__name__, exc))
 
     threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in nodes]
     for thread in threads:
