@@ -961,28 +961,21 @@ def _deeper(depth):
     return depth
 
 
+# Tried in this order: Atom before str, bool before int, our named tuples before tuple.
+_PLAIN_BASES = (Atom, bool, int, float, bytes, str, list, dict)
+_TUPLE_BASES = (ErlMap, Pid, Reference, Port, ImproperList, BitBinary, Export, Fun, tuple)
+
+
 def _coerce(term):
-    """Subclasses of the supported types (IntEnum, OrderedDict, named tuples...) as their base type."""
-    if isinstance(term, Atom):
-        return Atom(term)
-    if isinstance(term, bool):
-        return bool(term)
-    if isinstance(term, int):
-        return int(term)
-    if isinstance(term, float):
-        return float(term)
+    """An instance of a subclass (IntEnum, OrderedDict, a subclass of Pid...) as its base type."""
     if isinstance(term, (bytearray, memoryview)):
         return bytes(term)
-    if isinstance(term, bytes):
-        return bytes(term)
-    if isinstance(term, str):
-        return str(term)
-    if isinstance(term, tuple):
-        return tuple(term)
-    if isinstance(term, list):
-        return list(term)
-    if isinstance(term, dict):
-        return dict(term)
+    for base in _PLAIN_BASES:
+        if isinstance(term, base):
+            return base(term)
+    for base in _TUPLE_BASES:
+        if isinstance(term, base):
+            return _new_tuple(base, term)
     raise TermError('%s has no Erlang term form: %r' % (type(term).__name__, term))
 
 

@@ -4,6 +4,8 @@ Each release runs ONE `erl` (tests/termcorpus.py: TermNode) for the whole module
 our bytes go to the node (binary_to_term), the node's re-encodings (default, compressed, minor_version 0/1/2)
 come back, we decode each of them, and the node checks with =:= that our re-encodings are the same term.
 """
+import collections
+import enum
 import struct
 import tracemalloc
 import zlib
@@ -293,6 +295,25 @@ def test_python_conventions():
     assert hash(ErlMap([(1, 2), (3, 4)])) == hash(ErlMap([(3, 4), (1, 2)]))
     assert ErlMap([(1, 2)]) != ((1, 2),)
     assert repr(Atom("ok")) == "Atom('ok')"
+    assert decode(bytearray(encode((1, b"x")))) == decode_from(memoryview(b"\0" + encode((1, b"x"))), 1)[0] == (1, b"x")
+
+
+def test_subclasses_encode_as_their_base_type():
+    class Colour(enum.IntEnum):
+        RED = 300
+
+    class NamedPid(Pid):
+        pass
+
+    class Name(Atom):
+        pass
+
+    pid = Pid(Atom("a@b"), 1, 2, 3)
+    assert encode(Colour.RED) == encode(300)
+    assert encode(collections.OrderedDict([(1, 2)])) == encode({1: 2})
+    assert encode(NamedPid(*pid)) == encode(pid)
+    assert encode(Name("x")) == encode(Atom("x"))
+    assert encode(collections.namedtuple("Point", "x y")(1, 2)) == encode((1, 2))
 
 
 @pytest.mark.parametrize("value, message", [
