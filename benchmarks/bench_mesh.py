@@ -14,8 +14,9 @@ Methods, per mesh size N (all N nodes asked what they are connected to):
                  (what `bin/APP rpc "Node.list()"` does)
 Every method's answers are checked (each node must see the N-1 others) before its time counts.
 Targets (issue 3): N=50 in-process < 100 ms; fresh-process >= 2x faster than the erl_call loop and
->= 50x faster than the rpc loop. With --profile (or when the in-process target is missed) the in-process
-run is profiled with cProfile, worker threads included.
+>= 50x faster than the rpc loop. With --profile, or when a target is missed, it also prints a cProfile of
+one in-process run (worker threads included) and where a fresh process spends its time (interpreter start,
+imports, the report; heaviest imports from -X importtime).
 
 All nodes run on loopback with small VM flags and are killed by PID at the end, on error or Ctrl-C.
 """

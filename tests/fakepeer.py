@@ -170,11 +170,19 @@ def nested_tuples(depth):
 
 
 def compressed_bomb(inflated_size, declared_size=None):
-    """A compressed term (tag 80) that inflates to `inflated_size` bytes; it may claim another size."""
-    body = b"\x6d" + struct.pack(">I", max(0, inflated_size - 5)) + b"\x00" * max(0, inflated_size - 5)
-    packed = zlib.compress(body, 9)
+    """A compressed term (tag 80) of a binary that inflates to `inflated_size` bytes; it may claim another size.
+    Deflated in 1 MiB steps, so building it never holds the inflated bytes (the tests watch peak memory)."""
+    payload = max(0, inflated_size - 5)
+    deflater = zlib.compressobj(9)
+    parts = [deflater.compress(b"\x6d" + struct.pack(">I", payload))]
+    chunk = b"\x00" * (1 << 20)
+    left = payload
+    while left > 0:
+        parts.append(deflater.compress(chunk[:min(left, len(chunk))]))
+        left -= min(left, len(chunk))
+    parts.append(deflater.flush())
     declared = inflated_size if declared_size is None else declared_size
-    return b"\x83\x50" + struct.pack(">I", declared & 0xFFFFFFFF) + packed
+    return b"\x83\x50" + struct.pack(">I", declared & 0xFFFFFFFF) + b"".join(parts)
 
 
 # ---------------------------------------------------------------- server plumbing
@@ -425,7 +433,7 @@ DIST_BEHAVIOURS = {
     "frame_not_pass_through": "sends a frame whose first byte is not 112 ('p')",
     "frame_garbage": "sends frames of random bytes (seeded) after the handshake",
     "term_garbage": "sends a pass-through frame with a valid control tuple and random bytes as the message",
-    "term_compressed_bomb": "answers with a compressed term that inflates to 64 MiB and says so",
+    "term_compressed_bomb": "answers with a compressed term that inflates to 32 MiB and says so",
     "term_compressed_lie": "answers with a compressed term that claims 16 bytes and inflates to 64 MiB",
     "term_compressed_4gib": "answers with a compressed term that claims 4 GiB and holds 1 KiB",
     "term_deep_lists": "answers with a list nested 200,000 levels deep",
@@ -438,6 +446,22 @@ DIST_BEHAVIOURS = {
     "term_unknown_tag": "answers with a message using an undefined tag (254)",
     "reply_wrong_shape": "answers erlang:nodes() with the integer 42 instead of a list",
     "reply_badrpc": "answers with {badrpc, {'EXIT', undef}}",
+}
+
+
+# The Reply part of the answer for the term_* behaviours (versioned; a compressed one is the whole message).
+HOSTILE_TERMS = {
+    "term_compressed_bomb": lambda: compressed_bomb(32 << 20),
+    "term_compressed_lie": lambda: compressed_bomb(64 << 20, declared_size=16),
+    "term_compressed_4gib": lambda: b"\x83\x50\xff\xff\xff\xff" + zlib.compress(b"\x6a" * 1024),
+    "term_deep_lists": lambda: nested_lists(200000),
+    "term_deep_tuples": lambda: nested_tuples(200000),
+    "term_huge_list_len": lambda: b"\x83\x6c\xff\xff\xff\xff",
+    "term_huge_binary_len": lambda: b"\x83\x6d\xff\xff\xff\xf0abc",
+    "term_huge_tuple_arity": lambda: b"\x83\x69\xff\xff\xff\xff\x6a",
+    "term_huge_atom_len": lambda: b"\x83\x76\xff\xffhello",
+    "term_bad_version": lambda: b"\x82\x6a",
+    "term_unknown_tag": lambda: b"\x83\xfe\x00\x00",
 }
 
 
@@ -456,6 +480,8 @@ class FakeNode(_FakeServer):
         self.random = random.Random(seed)
         # frame_hook(session, request_payload) -> list of raw reply payloads; replaces the rex answer (fuzzing)
         self.frame_hook = frame_hook
+        # Built before any client connects: deflating a bomb takes a while, and that is not the client's time.
+        self.hostile_term = HOSTILE_TERMS[behaviour]() if behaviour in HOSTILE_TERMS else None
 
     # -- handshake pieces (accepting side)
     def frame2(self, payload):
@@ -704,20 +730,7 @@ class FakeNode(_FakeServer):
             conn.sendall(self.reply_frame(pid, ref, message_bytes=b"\x83" + junk))
             self.hold(conn, 5)
         elif b.startswith("term_"):
-            raws = {
-                "term_compressed_bomb": lambda: compressed_bomb(64 << 20),
-                "term_compressed_lie": lambda: compressed_bomb(64 << 20, declared_size=16),
-                "term_compressed_4gib": lambda: b"\x83\x50\xff\xff\xff\xff" + zlib.compress(b"\x6a" * 1024),
-                "term_deep_lists": lambda: nested_lists(200000),
-                "term_deep_tuples": lambda: nested_tuples(200000),
-                "term_huge_list_len": lambda: b"\x83\x6c\xff\xff\xff\xff",
-                "term_huge_binary_len": lambda: b"\x83\x6d\xff\xff\xff\xf0abc",
-                "term_huge_tuple_arity": lambda: b"\x83\x69\xff\xff\xff\xff\x6a",
-                "term_huge_atom_len": lambda: b"\x83\x76\xff\xffhello",
-                "term_bad_version": lambda: b"\x82\x6a",
-                "term_unknown_tag": lambda: b"\x83\xfe\x00\x00",
-            }
-            conn.sendall(self.reply_with_raw(pid, ref, raws[b]()))
+            conn.sendall(self.reply_with_raw(pid, ref, self.hostile_term))
             self.hold(conn, 5)
         elif b == "reply_wrong_shape":
             conn.sendall(self.reply_frame(pid, ref, 42))
