@@ -31,8 +31,8 @@ connections and registers nothing in EPMD.
 
 Every failure raises an ``erl_epmd.DistError`` whose ``reason`` is one of the diagnosis codes:
 ``epmd_unreachable``, ``not_registered``, ``dist_port_unreachable``, ``cookie_rejected``,
-``not_allowed``, ``name_mismatch``, ``name_type_mismatch``, ``tls_required``, ``tls_failed``,
-``timeout``, ``protocol_error``, ``connection_closed``, ``rpc_error``.
+``not_allowed``, ``name_mismatch`` (its message says when the name types differ too),
+``tls_required``, ``tls_failed``, ``timeout``, ``protocol_error``, ``connection_closed``, ``rpc_error``.
 """
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -121,8 +121,8 @@ class NameMismatch(DistError):
 
     reason = "name_mismatch"
 
-    def __init__(self, message, dialled, actual, reason=None):
-        super(NameMismatch, self).__init__(message, reason)
+    def __init__(self, message, dialled, actual):
+        super(NameMismatch, self).__init__(message)
         self.dialled = dialled
         self.actual = actual
 
@@ -400,14 +400,12 @@ def handshake(sock, node, cookie, deadline, local_node, creation, tls_used):
     peer_flags, challenge, _peer_creation, nlen = struct.unpack(">QIIH", challenge_frame[1:19])
     peer_name = challenge_frame[19:19 + nlen].decode("utf-8", "replace")
     if peer_name != node:
-        alive_dialled, alive_actual = node.split("@", 1)[0], peer_name.split("@", 1)[0]
-        if alive_dialled == alive_actual and is_long_name(node) != is_long_name(peer_name):
-            raise NameMismatch("%s answers as %s: it uses %s names while it is dialled with a %s name"
-                               % (node, peer_name, "long" if is_long_name(peer_name) else "short",
-                                  "long" if is_long_name(node) else "short"),
-                               node, peer_name, "name_type_mismatch")
-        raise NameMismatch("the node dialled as %s calls itself %s; peers that dial %s are refused"
-                           % (node, peer_name, node), node, peer_name)
+        detail = ""
+        if is_long_name(node) != is_long_name(peer_name):
+            detail = " (and it uses %s names, while %s is a %s name)" % (
+                "long" if is_long_name(peer_name) else "short", node, "long" if is_long_name(node) else "short")
+        raise NameMismatch("the node dialled as %s calls itself %s%s; Erlang peers that dial %s are refused"
+                           % (node, peer_name, detail, node), node, peer_name)
     own_challenge = struct.unpack(">I", os.urandom(4))[0]
     framing.send(b"r" + struct.pack(">I", own_challenge) + digest(challenge, cookie))
     try:

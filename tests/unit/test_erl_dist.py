@@ -146,7 +146,17 @@ def test_name_mismatch_when_dialled_by_another_name(nodes, release):
 
 
 @pytest.mark.parametrize("release", RELEASES)
-def test_short_name_node_dialled_with_a_long_name(nodes, release):
+def test_long_name_node_dialled_as_localhost(nodes, release):
+    node = nodes[(release, "plain")]
+    dialled = node.name.split("@")[0] + "@localhost"
+    with pytest.raises(erl_dist.NameMismatch) as err:
+        erl_dist.connect(dialled, node.cookie, timeout=5)
+    assert err.value.reason == "name_mismatch" and err.value.actual == node.name
+    assert "uses long names" in str(err.value)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_short_name_node(nodes, release):
     node = nodes[(release, "short")]
     alive = node.name.split("@")[0]
     with erl_dist.connect(node.name, node.cookie, timeout=5) as conn:
@@ -154,8 +164,8 @@ def test_short_name_node_dialled_with_a_long_name(nodes, release):
         assert "." not in conn.local_node.split("@")[1]  # a short name for a short-name node
     with pytest.raises(erl_dist.NameMismatch) as err:
         erl_dist.connect(alive + "@127.0.0.1", node.cookie, timeout=5)
-    assert err.value.reason == "name_type_mismatch"
-    assert "short names" in str(err.value)
+    assert err.value.reason == "name_mismatch" and err.value.actual == node.name
+    assert "uses short names" in str(err.value)
 
 
 @pytest.mark.parametrize("release", RELEASES)
