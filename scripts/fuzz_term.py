@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Long fuzz run of the External Term Format decoder (plugins/module_utils/erl_term.py).
 
     python3 scripts/fuzz_term.py [INPUTS] [--seed N]
@@ -64,7 +63,7 @@ def fuzz(inputs, seed):
     slowest, slowest_input = 0.0, b""
     failures = []
     started = time.perf_counter()
-    for _ in range(inputs):
+    for dummy in range(inputs):
         data = random_input(rng, seeds)
         begin = time.perf_counter()
         try:
@@ -103,8 +102,8 @@ def _benchmark_reply(decode_from, encode):
     frame = encode((22, peer, me)) + encode((ref, [Atom("app@10.0.0.%d" % i) for i in range(50)]))
     rounds, started = 0, time.perf_counter()
     while time.perf_counter() - started < 1.0:
-        for _ in range(100):
-            _, offset = decode_from(frame, 0)
+        for dummy in range(100):
+            dummy, offset = decode_from(frame, 0)
             decode_from(frame, offset)
         rounds += 100
     elapsed = time.perf_counter() - started

@@ -78,7 +78,7 @@ class TermNode:
     def _read_exact(self, size):
         chunks = []
         while size:
-            ready, _, _ = select.select([self._from_node], [], [], self.timeout)
+            ready, dummy, dummy = select.select([self._from_node], [], [], self.timeout)
             if not ready:
                 raise NodeError("no answer from erl within %.0f s; log: %s" % (self.timeout, self._log_text()))
             chunk = os.read(self._from_node, min(size, 1 << 20))
@@ -142,7 +142,7 @@ NODE_EXPRESSIONS = {
 
 def random_atom(rng):
     alphabet = "abcxyz_@.0é€🐝"
-    return Atom("".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))))
+    return Atom("".join(rng.choice(alphabet) for dummy in range(rng.randint(0, 12))))
 
 
 def random_leaf(rng):
@@ -158,21 +158,21 @@ def random_leaf(rng):
     if choice == 4:
         return random_atom(rng)
     if choice == 5:
-        return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 20)))
+        return bytes(rng.getrandbits(8) for dummy in range(rng.randint(0, 20)))
     if choice == 6:
         bits = rng.randint(1, 7)
-        data = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 5)))
+        data = bytes(rng.getrandbits(8) for dummy in range(rng.randint(1, 5)))
         return BitBinary(data[:-1] + bytes((data[-1] & (0xFF << (8 - bits)) & 0xFF,)), bits)
     if choice == 7:
         return Pid(random_atom(rng), rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(32))
     if choice == 8:
-        return Reference(random_atom(rng), rng.getrandbits(32), tuple(rng.getrandbits(32) for _ in range(rng.randint(1, 5))))
+        return Reference(random_atom(rng), rng.getrandbits(32), tuple(rng.getrandbits(32) for dummy in range(rng.randint(1, 5))))
     if choice == 9:
         return Port(random_atom(rng), rng.getrandbits(64), rng.getrandbits(32))
     if choice == 10:
         return Export(random_atom(rng), random_atom(rng), rng.randint(0, 255))
     if choice == 11:
-        return [rng.randint(0, 255) for _ in range(rng.randint(1, 30))]
+        return [rng.randint(0, 255) for dummy in range(rng.randint(1, 30))]
     if choice == 12:
         return rng.choice((True, False, []))
     return Atom("ok")
@@ -183,7 +183,7 @@ def random_term(rng, depth=4):
     if depth <= 0 or rng.random() < 0.35:
         return random_leaf(rng)
     kind = rng.randint(0, 4)
-    children = [random_term(rng, depth - 1) for _ in range(rng.randint(0, 6))]
+    children = [random_term(rng, depth - 1) for dummy in range(rng.randint(0, 6))]
     if kind == 0:
         return tuple(children)
     if kind == 1:
@@ -209,7 +209,7 @@ _INTERESTING_WORDS = (b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x00\x00\x
 def mutate(rng, data):
     """One mutated variant of an encoded term: bit flips, tag/length smashing, truncation, splicing."""
     data = bytearray(data)
-    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+    for dummy in range(rng.choice((1, 1, 1, 2, 3))):
         action = rng.randint(0, 7)
         pos = rng.randrange(len(data)) if data else 0
         if action == 0 and data:
@@ -222,7 +222,7 @@ def mutate(rng, data):
         elif action == 3:
             del data[rng.randint(0, len(data)):]
         elif action == 4:
-            data[pos:pos] = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 8)))
+            data[pos:pos] = bytes(rng.getrandbits(8) for dummy in range(rng.randint(1, 8)))
         elif action == 5 and data:
             start = rng.randrange(len(data))
             data[pos:pos] = data[start:start + rng.randint(1, 16)]
@@ -238,14 +238,14 @@ def mutate(rng, data):
 def random_input(rng, seeds):
     """A fuzz input: mostly a mutated seed, sometimes random bytes behind the version byte."""
     if rng.random() < 0.1:
-        return b"\x83" + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+        return b"\x83" + bytes(rng.getrandbits(8) for dummy in range(rng.randint(0, 64)))
     return mutate(rng, rng.choice(seeds))
 
 
 def seed_corpus(rng, nodes=(), count=60):
     """Encoded terms to mutate: random terms (plain and compressed) and every node-made term of each node."""
     seeds = []
-    for _ in range(count):
+    for dummy in range(count):
         term = random_term(rng)
         seeds.append(encode(term))
         seeds.append(encode(term, compressed=True))

@@ -117,7 +117,7 @@ def test_node_agrees_both_ways(node, term):
         assert decoded == term, "decoding the node's %s encoding" % name
         redone.append(encode(decoded))
     # Python's == treats 1, 1.0 and True alike: the node's =:= is the exact check.
-    _, same = node.roundtrip(ours, redone)
+    dummy, same = node.roundtrip(ours, redone)
     assert same == ALL_AGREE, "node's =:= per re-encoded %s" % (ENCODINGS,)
     # OTP 25 writes NEW_PORT_EXT where OTP 26+ (and we) write V4_PORT_EXT.
     if node.release != "25" or not contains(term, Port):
@@ -129,7 +129,7 @@ def test_node_agrees_both_ways(node, term):
 
 @pytest.mark.parametrize("value", INT_BOUNDARIES + [2 ** 2040 - 1, 2 ** 2048, -(2 ** 2048)])
 def test_integer_tags_match_term_to_binary(node, value):
-    encodings, _ = node.roundtrip(encode(value))
+    encodings, dummy = node.roundtrip(encode(value))
     assert encode(value) == encodings["minor2"]
     assert decode(encodings["default"]) == value
 
@@ -143,7 +143,7 @@ def test_integer_tags_match_term_to_binary(node, value):
 ], ids=["list65536", "string65535", "large_tuple", "atom_utf8", "bools", "empty_binary", "nil", "empty_tuple",
         "bit1", "minus_zero", "denormal"])
 def test_tag_choice_matches_term_to_binary(node, term):
-    encodings, _ = node.roundtrip(encode(term))
+    encodings, dummy = node.roundtrip(encode(term))
     if node.release != "25":
         assert encode(term) == encodings["default"]
     assert encode(term) == encodings["minor2"]
@@ -161,7 +161,7 @@ def test_node_made_terms(node, name):
     first = decoded[0]
     assert isinstance(first, EXPECTED_TYPES[name])
     assert all(item == first for item in decoded)
-    _, same = node.roundtrip(encodings["default"], [encode(item) for item in decoded])
+    dummy, same = node.roundtrip(encodings["default"], [encode(item) for item in decoded])
     assert same == ALL_AGREE
     if not (name == "port" and node.release == "25"):
         assert encode(decode(encodings["minor2"])) == encodings["minor2"]
@@ -199,14 +199,14 @@ def test_fun_size_field_is_ignored_like_the_node_does(node, delta):
     data = node.evaluate(NODE_EXPRESSIONS["closure"])["default"]
     size = struct.unpack(">I", data[2:6])[0]
     wrong = data[:2] + struct.pack(">I", size + delta) + data[6:]
-    _, same = node.roundtrip(data, [wrong, encode(decode(wrong))])
+    dummy, same = node.roundtrip(data, [wrong, encode(decode(wrong))])
     assert same == [1, 1]
     assert encode(decode(wrong)) == encode(decode(data))
 
 
 def test_deep_nesting_within_limit_matches_node(node):
     term = []
-    for _ in range(3000):
+    for dummy in range(3000):
         term = [term, 1]
     encodings, same = node.roundtrip(encode(term), [encode(term, compressed=True)])
     assert same == [1]
@@ -242,7 +242,7 @@ def test_legacy_forms(node, name):
     data, expected = LEGACY[name]
     decoded = decode(data)
     assert decoded == expected and type(decoded) is type(expected)
-    _, same = node.roundtrip(data, [encode(decoded)])
+    dummy, same = node.roundtrip(data, [encode(decoded)])
     assert same == [1]
 
 
@@ -332,7 +332,7 @@ def test_cycles_and_deep_python_values_are_refused():
     with pytest.raises(TermError, match="deeper"):
         encode(cycle)
     deep = ()
-    for _ in range(erl_term.MAX_DEPTH + 5):
+    for dummy in range(erl_term.MAX_DEPTH + 5):
         deep = (deep,)
     with pytest.raises(TermError, match="deeper"):
         encode(deep)
@@ -342,7 +342,7 @@ def test_deep_input_is_refused_without_recursion():
     with pytest.raises(TermError, match="deeper"):
         decode(b"\x83" + b"h\x01" * 200000 + b"j")
     nested = decode(b"\x83" + b"l\x00\x00\x00\x01" * 5000 + b"j" * 5001)
-    for _ in range(5000):
+    for dummy in range(5000):
         nested = nested[0]
     assert nested == []
 

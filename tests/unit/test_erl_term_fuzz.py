@@ -31,7 +31,7 @@ def test_decoder_returns_or_raises_term_error(seeds):
     rng = random.Random(7)
     outcomes = {"ok": 0, "TermError": 0}
     slowest = 0.0
-    for _ in range(INPUTS):
+    for dummy in range(INPUTS):
         data = random_input(rng, seeds)
         started = time.perf_counter()
         try:
@@ -53,11 +53,11 @@ def test_decoder_returns_or_raises_term_error(seeds):
 
 def test_decode_from_any_offset_returns_or_raises_term_error(seeds):
     rng = random.Random(11)
-    for _ in range(300):
+    for dummy in range(300):
         data = random_input(rng, seeds)
         offset = rng.randint(0, len(data) + 1)
         try:
-            _, end = decode_from(data, offset)
+            dummy, end = decode_from(data, offset)
         except TermError:
             continue
         assert offset < end <= len(data)
