@@ -65,7 +65,7 @@ STRATEGIES = {
     },
     "native": {
         "module": None,
-        "keys": {"sync_nodes_timeout": "int"},
+        "keys": {"sync_nodes_timeout": "int", "peers_env": "app_key"},
         "required": (),
         "dials": "listed",
     },
@@ -211,6 +211,11 @@ def _convert(kind, field, value, errors):
             _error(errors, field, "must be a name such as 'ip', got %r" % (value,))
             return None
         return Atom(value)
+    if kind == "app_key":
+        if not isinstance(value, str) or not re.match(r"^[a-z][A-Za-z0-9_]*\.[a-z][A-Za-z0-9_]*$", value):
+            _error(errors, field, "must be APP.KEY, the application env key that also gets the peer list (e.g. 'myapp.peers'), got %r" % (value,))
+            return None
+        return value
     if kind == "atoms":
         if not isinstance(value, list) or not all(isinstance(v, str) and "@" in v for v in value):
             _error(errors, field, "must be a list of node names such as ['app@10.0.0.1'], got %r" % (value,))
@@ -326,7 +331,11 @@ def render(strategy, options=None, members=None, basename="", node_host="address
     if strategy == "native":
         kernel = {"sync_nodes_optional": [Atom(n) for n in result["dialled"]]}
         kernel["sync_nodes_timeout"] = converted.get("sync_nodes_timeout", 30000)
-        result["config"] = erlang_term([(Atom("kernel"), kernel)]) + ".\n"
+        config = [(Atom("kernel"), kernel)]
+        if "peers_env" in converted:
+            app, key = converted["peers_env"].split(".")
+            config.append((Atom(app), [(Atom(key), [Atom(n) for n in result["dialled"]])]))
+        result["config"] = erlang_term(config) + ".\n"
         return result
     if strategy == "epmd":
         converted["hosts"] = [Atom(n) for n in result["dialled"]]

@@ -95,6 +95,13 @@ def test_native_sets_kernel_sync_nodes():
                                 "{sync_nodes_timeout, 10000}]}].\n")
 
 
+def test_native_can_give_the_peer_list_to_an_application_env():
+    result = render("native", {"peers_env": "shop.peers"}, MEMBERS[:2], "shop")
+    assert result["config"] == ("[{kernel, [{sync_nodes_optional, ['shop@198.18.4.11', 'shop@198.18.4.12']}, {sync_nodes_timeout, 30000}]}, "
+                                "{shop, [{peers, ['shop@198.18.4.11', 'shop@198.18.4.12']}]}].\n")
+    assert fields(render("native", {"peers_env": "shop"}, MEMBERS, "shop")) == ["options.peers_env"]
+
+
 def test_kubernetes_strategies_give_pod_node_names():
     dns = render("kubernetes_dns", {"service": "shop-headless"}, [], "shop")
     assert dns["errors"] == [] and dns["started_as"] == "shop@$(POD_IP)"
@@ -138,7 +145,7 @@ def test_every_strategy_is_known_to_the_renderer():
                 "secret": "caf\u00e9 'x'", "broadcast_only": True}, "address"),
     ("dnspoll", {"query": "shop.lab.test", "polling_interval": 1000}, "address"),
     ("erlang_hosts", {"timeout": 3000}, "fqdn"),
-    ("native", {}, "address"),
+    ("native", {"peers_env": "shop.peers"}, "address"),
     ("kubernetes", {"kubernetes_selector": "app=shop", "mode": "hostname", "kubernetes_service_name": "shop"}, "address"),
 ])
 def test_real_erl_loads_the_config(otp, strategy, options, node_host):
