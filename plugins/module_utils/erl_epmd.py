@@ -222,7 +222,9 @@ def parse_names(data):
         parts = line.split()
         # "name <alive> at port <port>"
         if len(parts) == 5 and parts[0] == "name" and parts[2] == "at" and parts[3] == "port" and parts[4].isdigit():
-            registered[parts[1]] = int(parts[4])
+            port = int(parts[4])
+            if 0 < port < 65536:  # anything else is not a port a node can listen on
+                registered[parts[1]] = port
     return registered
 
 
@@ -235,6 +237,8 @@ def parse_port2(data, alive):
     if len(data) < 14:
         raise EpmdUnreachable("EPMD sent a truncated PORT_PLEASE2 answer for %s" % alive)
     port, node_type, protocol, highest, lowest, nlen = struct.unpack(">HBBHHH", data[2:12])
+    if port == 0:
+        raise EpmdUnreachable("EPMD gave port 0 for %s, which no node listens on" % alive)
     name = data[12:12 + nlen]
     extra = b""
     if len(data) >= 14 + nlen:
