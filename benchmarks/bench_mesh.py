@@ -255,6 +255,7 @@ def main():
         raise KeyboardInterrupt("signal %d" % signum)
     signal.signal(signal.SIGTERM, on_term)
 
+    load_before = os.getloadavg()[0]
     rows = []
     profiles = []
     nodes = []
@@ -300,11 +301,13 @@ def main():
         beamnodes.stop_nodes(nodes)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report(rows, profiles)
+    report(rows, profiles, load_before)
 
 
-def report(rows, profiles):
+def report(rows, profiles, load_before):
     print()
+    print("machine: %d CPUs, load average %.1f before and %.1f after (other work on the machine skews the figures)"
+          % (os.cpu_count(), load_before, os.getloadavg()[0]))
     print("%5s  %-14s %10s %10s %10s %5s  %s" % ("N", "method", "median ms", "min ms", "max ms", "runs",
                                                    "median / fresh-process"))
     for row in rows:
