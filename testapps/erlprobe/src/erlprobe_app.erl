@@ -34,5 +34,7 @@ peers() ->
 configure_logging() ->
     Level = application:get_env(erlprobe, log_level, info),
     ok = logger:set_primary_config(level, Level),
+    %% At info level OTP would also log every supervisor's progress; keep the log to erlprobe's own lines.
+    _ = logger:add_primary_filter(no_progress, {fun logger_filters:progress/2, stop}),
     logger:update_formatter_config(default, #{single_line => true, time_offset => "Z",
                                               template => [time, " [", level, "] ", msg, "\n"]}).

@@ -36,13 +36,15 @@ defmodule Cluster.Strategy.DNSPoll do
     resolver = Keyword.get(config, :resolver, &default_resolver/1)
 
     if is_binary(query) and query != "" and is_binary(basename) and basename != "" do
-      Cluster.Logger.debug(topology, "polling dns for '#{query}'")
+      found =
+        query
+        |> String.to_charlist()
+        |> resolver.()
+        |> Enum.map(&:"#{basename}@#{:inet.ntoa(&1)}")
+        |> Enum.reject(&(&1 == node()))
 
-      query
-      |> String.to_charlist()
-      |> resolver.()
-      |> Enum.map(&:"#{basename}@#{:inet.ntoa(&1)}")
-      |> Enum.reject(&(&1 == node()))
+      Cluster.Logger.debug(topology, "polling dns for '#{query}': #{inspect(found)}")
+      found
     else
       Cluster.Logger.warn(
         topology,
