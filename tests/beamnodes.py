@@ -112,7 +112,7 @@ class BeamNode:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("node %s did not answer; output so far: %r" % (self.name, self.log[-5:]))
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            ready = select.select([self.proc.stdout], [], [], left)[0]
             if ready:
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
                 if not chunk:
@@ -286,7 +286,7 @@ class SilentListener:
     def _accept(self):
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn = self.sock.accept()[0]
             except OSError:
                 return
             self.accepted.append(conn)

@@ -332,8 +332,9 @@ class DistConnection:
             results = self._await(refs, deadline)
         for (module, function, args), result in zip(calls, results):
             if isinstance(result, tuple) and len(result) == 2 and result[0] == "badrpc":
-                raise RpcError("%s:%s/%d failed on %s: %s" % (module, function, len(args), self.peer_node,
-                                                            format_term(result[1])), result[1])
+                text = format_term(result[1])
+                raise RpcError("%s:%s/%d failed on %s: %s" % (module, function, len(args), self.peer_node, text),
+                               result[1])
         return results
 
     def rpc(self, module, function, args, timeout=5.0, deadline=None):
