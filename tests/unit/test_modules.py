@@ -24,6 +24,7 @@ PLAYBOOK = """
     cookie: "{cookie}"
     mesh: {mesh}
     broken: {broken}
+    tls_nodes: {tls_nodes}
   tasks:
     - name: Mesh of nodes of every OTP release
       beamops.cluster.mesh_info:
@@ -102,6 +103,32 @@ PLAYBOOK = """
       register: bad_tls
       ignore_errors: true
 
+    - name: EPMD-less node at its port
+      beamops.cluster.mesh_info:
+        nodes: ["{epmdless}"]
+        cookie: "{{{{ cookie }}}}"
+        dist_port: {dist_port}
+      register: info_epmdless
+
+    - name: TLS node that demands a client certificate
+      beamops.cluster.mesh_info:
+        nodes: "{{{{ tls_nodes }}}}"
+        cookie: "{{{{ cookie }}}}"
+        tls_ca_file: "{ca}"
+        tls_cert_file: "{client_cert}"
+        tls_key_file: "{client_key}"
+      register: info_tls
+      when: tls_nodes | length > 0
+
+    - name: Same without the client certificate
+      beamops.cluster.mesh_info:
+        nodes: "{{{{ tls_nodes }}}}"
+        cookie: "{{{{ cookie }}}}"
+        tls: true
+        tls_ca_file: "{ca}"
+      register: info_tls_no_cert
+      when: tls_nodes | length > 0
+
     - name: Keep every result for the tests
       ansible.builtin.copy:
         dest: "{results}"
@@ -109,26 +136,37 @@ PLAYBOOK = """
         content: >-
           {{{{ {{'info_ok': info_ok, 'info_check': info_check, 'info_broken': info_broken, 'wait_ok': wait_ok,
           'wait_broken': wait_broken, 'epmd': epmd, 'epmd_closed': epmd_closed, 'bad_empty': bad_empty,
-          'bad_name': bad_name, 'bad_cookie': bad_cookie, 'bad_tls': bad_tls}} | to_json }}}}
+          'bad_name': bad_name, 'bad_cookie': bad_cookie, 'bad_tls': bad_tls, 'info_epmdless': info_epmdless,
+          'info_tls': info_tls, 'info_tls_no_cert': info_tls_no_cert}} | to_json }}}}
 """
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, collections_root):
     workdir = tmp_path_factory.mktemp("modules")
+    pki = beamnodes.make_test_pki(str(workdir))
     cookie = "ck-" + uuid.uuid4().hex
     specs = [beamnodes.NodeSpec("mod%s" % rel, release=rel, cookie=cookie) for rel in RELEASES]
     specs.append(beamnodes.NodeSpec("modlone", release=RELEASES[0], cookie=cookie))
-    nodes = beamnodes.start_nodes(specs, str(workdir))
+    epmdless = beamnodes.NodeSpec("modnomd", release=RELEASES[-1], cookie=cookie, dist_port=beamnodes.free_port())
+    specs.append(epmdless)
+    tls_specs = []
+    if "25" in RELEASES:  # the OTP 28 runtime here has no ssl application
+        tls = dict(certfile=pki["server_cert"], keyfile=pki["server_key"], cacertfile=pki["ca"], verify_client=True)
+        tls_specs = [beamnodes.NodeSpec("modtls", release="25", cookie=cookie, tls=tls)]
+    nodes = beamnodes.start_nodes(specs + tls_specs, str(workdir))
     try:
-        mesh = nodes[:-1]
+        mesh = nodes[:len(RELEASES)]
         beamnodes.connect_mesh(mesh)
         gone = "gone_%s@127.0.0.1" % uuid.uuid4().hex[:8]
         results = workdir / "results.json"
         playbook = workdir / "play.yml"
-        playbook.write_text(PLAYBOOK.format(cookie=cookie, mesh=json.dumps([n.name for n in mesh]),
-                                            broken=json.dumps([n.name for n in nodes] + [gone]), results=results,
-                                            closed_port=beamnodes.free_port()))
+        playbook.write_text(PLAYBOOK.format(
+            cookie=cookie, mesh=json.dumps([n.name for n in mesh]),
+            broken=json.dumps([n.name for n in nodes[:len(RELEASES) + 1]] + [gone]), results=results,
+            closed_port=beamnodes.free_port(), epmdless=epmdless.node, dist_port=epmdless.dist_port,
+            tls_nodes=json.dumps([s.node for s in tls_specs]), ca=pki["ca"], client_cert=pki["client_cert"],
+            client_key=pki["client_key"]))
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root, ANSIBLE_NOCOLOR="1",
                    ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0",
                    ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
@@ -136,8 +174,8 @@ def run(tmp_path_factory, collections_root):
         proc = subprocess.run([playbook_bin, "-vvv", "-i", "localhost,", str(playbook)], env=env,
                               capture_output=True, text=True, timeout=240, check=False)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        yield {"cookie": cookie, "nodes": nodes, "gone": gone, "output": proc.stdout + proc.stderr,
-               "results": json.loads(results.read_text())}
+        yield {"cookie": cookie, "nodes": nodes, "mesh": mesh, "lone": nodes[len(RELEASES)], "gone": gone,
+               "tls": tls_specs, "output": proc.stdout + proc.stderr, "results": json.loads(results.read_text())}
     finally:
         beamnodes.stop_nodes(nodes)
 
@@ -151,7 +189,7 @@ def test_cookie_never_in_output(run):
 
 def test_mesh_info_on_a_mixed_release_mesh(run):
     info = run["results"]["info_ok"]
-    mesh = sorted(n.name for n in run["nodes"][:-1])
+    mesh = sorted(n.name for n in run["mesh"])
     assert info["changed"] is False and not info.get("failed")
     assert info["full_mesh"] is True
     assert info["members"] == mesh and info["partitions"] == [mesh]
@@ -168,7 +206,7 @@ def test_mesh_info_on_a_mixed_release_mesh(run):
 
 def test_mesh_info_reports_a_broken_mesh_without_failing(run):
     info = run["results"]["info_broken"]
-    lone = run["nodes"][-1].name
+    lone = run["lone"].name
     assert not info.get("failed")
     assert info["full_mesh"] is False
     assert info["unreachable_nodes"] == [run["gone"]]
@@ -206,3 +244,18 @@ def test_bad_options_fail_naming_the_option(run, case, words):
     result = run["results"][case]
     assert result["failed"] is True
     assert result["msg"].startswith(words), result["msg"]
+
+
+def test_epmd_less_node_through_the_module(run):
+    info = run["results"]["info_epmdless"]
+    assert info["full_mesh"] is True and info["diagnosis"] == []
+
+
+@pytest.mark.skipif("25" not in RELEASES, reason="TLS distribution needs the ssl application, which only OTP 25 has here")
+def test_tls_options_through_the_module(run):
+    name = run["tls"][0].node
+    assert run["results"]["info_tls"]["per_node"][name]["reason"] == "ok"
+    no_cert = run["results"]["info_tls_no_cert"]
+    assert not no_cert.get("failed")
+    assert no_cert["per_node"][name]["reason"] == "tls_failed"
+    assert "client certificate" in no_cert["per_node"][name]["message"]
