@@ -127,7 +127,7 @@ class Release:
 class Node:
     """One BEAM started by a release's start script in the foreground; stopped by its PID."""
 
-    def __init__(self, release, node_name, env, logdir, command):
+    def __init__(self, release, node_name, env, logdir, command, prefix=()):
         self.release = release
         self.node_name = node_name
         self.log = logdir / ("%s.log" % node_name.replace("@", "_"))
@@ -136,8 +136,8 @@ class Node:
             if key not in env:
                 self.env.pop(key, None)
         with open(self.log, "wb") as out:
-            # The start scripts exec the VM, so this PID is the BEAM itself.
-            self.proc = subprocess.Popen([str(release.bin), command], env=self.env, stdout=out,
+            # The start scripts (and `ip netns exec`) exec, so this PID is the BEAM itself.
+            self.proc = subprocess.Popen(list(prefix) + [str(release.bin), command], env=self.env, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
 
@@ -185,11 +185,11 @@ class Process:
                 self.proc.wait(timeout=5)
 
 
-def start_epmd(release, processes, tmp_path):
+def start_epmd(release, processes, tmp_path, prefix=()):
     """A private EPMD on a random port of 127.0.0.1 (the system one is shared with others)."""
     port = free_port()
-    epmd = Process([str(next(release.root.glob("erts-*/bin/epmd"))), "-port", str(port), "-address", "127.0.0.1"],
-                   tmp_path / "epmd.log")
+    epmd = Process(list(prefix) + [str(next(release.root.glob("erts-*/bin/epmd"))), "-port", str(port),
+                                   "-address", "127.0.0.1"], tmp_path / "epmd.log")
     processes.append(epmd)
 
     def listening():
@@ -199,11 +199,14 @@ def start_epmd(release, processes, tmp_path):
         except OSError:
             return False
 
-    wait_for(listening, 10, "epmd on 127.0.0.1:%d" % port)
+    if prefix:
+        time.sleep(0.5)  # in another network namespace: not reachable from here to check
+    else:
+        wait_for(listening, 10, "epmd on 127.0.0.1:%d" % port)
     return port
 
 
-def start_meshprobe(release, processes, tmp_path, node_name, zflags, env=None):
+def start_meshprobe(release, processes, tmp_path, node_name, zflags, env=None, prefix=()):
     http_port = free_port()
     node_env = {
         "RELEASE_DISTRIBUTION": "name",
@@ -214,7 +217,7 @@ def start_meshprobe(release, processes, tmp_path, node_name, zflags, env=None):
         "ERL_ZFLAGS": zflags,
     }
     node_env.update(env or {})
-    node = Node(release, node_name, node_env, tmp_path, "start")
+    node = Node(release, node_name, node_env, tmp_path, "start", prefix)
     node.http_port = http_port
     processes.append(node)
     return node
@@ -244,6 +247,18 @@ def wait_members(nodes, expected, timeout=30):
                  "%s to see exactly %s (log:\n%s)" % (node.node_name, expected, node.log_text()))
 
 
+class DnsServer:
+    """A running test dnsmasq: its process, the hosts file it answers from, the inetrc that points a BEAM at it."""
+
+    def __init__(self, process, hosts_file, inetrc):
+        self.process = process
+        self.hosts_file = hosts_file
+        self.inetrc = inetrc
+
+    def reload(self):
+        self.process.proc.send_signal(signal.SIGHUP)  # dnsmasq re-reads its hosts files
+
+
 def start_dnsmasq(processes, tmp_path, hosts, srv=()):
     """dnsmasq answering only from `hosts` (lines "ip name") and SRV records, on 127.0.0.1:<random>."""
     port = free_port(socket.SOCK_DGRAM)
@@ -264,7 +279,7 @@ def start_dnsmasq(processes, tmp_path, hosts, srv=()):
         return dns_query_a(port, "localhost.invalid") is not None
 
     wait_for(answering, 10, "dnsmasq on 127.0.0.1:%d" % port)
-    return dnsmasq, hosts_file, inetrc
+    return DnsServer(dnsmasq, hosts_file, inetrc)
 
 
 def dns_query_a(port, name):
@@ -520,13 +535,50 @@ def test_gossip_with_secret_meshes_and_keeps_a_wrong_secret_apart(releases, proc
     wait_members(nodes + [lone], names + [lone_name], timeout=20)
 
 
+@pytest.fixture
+def netns():
+    """A network namespace of the test's own with only a loopback that carries multicast.
+
+    Request it before `processes` so that the nodes in it are stopped before it is deleted.
+    """
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and iproute2 (ip) to make a network namespace")
+    name = "mptest-%s" % suffix()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        # Multicast group membership on {0,0,0,0} (as libcluster joins) needs a route for 224/4.
+        subprocess.run(["ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "lo"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_gossip_multicast_with_defaults_meshes_in_a_namespace(releases, netns, processes, tmp_path):
+    """Plain multicast heartbeats to the default group 233.252.1.32, no secret. Multicast cannot stay
+    on the host's loopback without changing its routes, so this runs in a namespace made here."""
+    rel = releases("meshprobe-0.1.0.tar.gz")
+    prefix = ["ip", "netns", "exec", netns]
+    epmd_port = start_epmd(rel, processes, tmp_path, prefix)
+    config = libcluster_config(tmp_path / "multicast.config", [("gossip", "Cluster.Strategy.Gossip", {
+        "port": free_port(socket.SOCK_DGRAM)})])
+    names = ["mc%s_%s@127.0.0.1" % (letter, suffix()) for letter in "abc"]
+    nodes = [start_meshprobe(rel, processes, tmp_path, n, "-config %s" % config, {"ERL_EPMD_PORT": str(epmd_port)},
+                             prefix) for n in names]
+    # The namespace's loopback is out of this process's reach: read each node's membership log.
+    full = "members (3): %s\n" % " ".join(sorted(names))
+    for node in nodes:
+        wait_for(lambda n=node: full in n.log_text(), 30, "%s to log the full membership" % node.node_name)
+    assert "[libcluster:gossip] connected to" in "".join(node.log_text() for node in nodes)
+
+
 # ---- DNS-based strategies
 
 
 def test_dnspoll_connects_basename_at_each_address_and_prunes(releases, processes, tmp_path):
     rel = releases("meshprobe-0.1.0.tar.gz")
     query = "peers-%s.meshprobe.test" % suffix()
-    dnsmasq, hosts_file, inetrc = start_dnsmasq(processes, tmp_path, [("127.0.0.2", query), ("127.0.0.3", query)])
+    dns = start_dnsmasq(processes, tmp_path, [("127.0.0.2", query), ("127.0.0.3", query)])
     basename = "dp_%s" % suffix()
     dist_port = free_port()
     config = libcluster_config(tmp_path / "dnspoll.config", [("dns", "Cluster.Strategy.DNSPoll", {
@@ -534,15 +586,15 @@ def test_dnspoll_connects_basename_at_each_address_and_prunes(releases, processe
     nodes = []
     for ip in ("127.0.0.2", "127.0.0.3"):
         nodes.append(start_meshprobe(rel, processes, tmp_path, "%s@%s" % (basename, ip),
-                                     epmdless_zflags(config, ip, dist_port), {"ERL_INETRC": str(inetrc)}))
+                                     epmdless_zflags(config, ip, dist_port), {"ERL_INETRC": str(dns.inetrc)}))
     both = ["%s@127.0.0.2" % basename, "%s@127.0.0.3" % basename]
     wait_members(nodes, both)
 
     # Polling strategies disconnect the nodes they connected whose address left the answer. A node
     # only prunes what one of its own polls recorded, so let a poll run after the mesh formed.
     time.sleep(1.5)
-    hosts_file.write_text("127.0.0.2 %s\n" % query)
-    dnsmasq.proc.send_signal(signal.SIGHUP)  # re-read the hosts file
+    dns.hosts_file.write_text("127.0.0.2 %s\n" % query)
+    dns.reload()
     wait_for(lambda: members(nodes[0]) == both[:1], 20, "the node at 127.0.0.3 to be dropped")
     assert "[libcluster:dns] disconnected from :\"%s\"" % both[1] in nodes[0].log_text()
 
@@ -550,7 +602,7 @@ def test_dnspoll_connects_basename_at_each_address_and_prunes(releases, processe
 def test_kubernetes_dns_dials_application_name_at_each_a_record(releases, processes, tmp_path):
     rel = releases("meshprobe-0.1.0.tar.gz")
     service = "app-headless-%s.default.svc.cluster.local" % suffix()
-    _, _, inetrc = start_dnsmasq(processes, tmp_path, [("127.0.0.2", service), ("127.0.0.3", service)])
+    inetrc = start_dnsmasq(processes, tmp_path, [("127.0.0.2", service), ("127.0.0.3", service)]).inetrc
     app = "k8sdns_%s" % suffix()
     dist_port = free_port()
     config = libcluster_config(tmp_path / "k8sdns.config", [("k8s", "Cluster.Strategy.Kubernetes.DNS", {
@@ -565,8 +617,8 @@ def test_kubernetes_dnssrv_dials_application_name_at_each_srv_target(releases, p
     service, namespace = "app-%s" % suffix(), "beamops"
     srv_name = "%s.%s.svc.cluster.local" % (service, namespace)
     pods = ["%s-%d.%s" % (service, i, srv_name) for i in (0, 1)]
-    _, _, inetrc = start_dnsmasq(processes, tmp_path, [("127.0.0.2", pods[0]), ("127.0.0.3", pods[1])],
-                                 srv=[(srv_name, pods[0], 4369), (srv_name, pods[1], 4369)])
+    srv_records = [(srv_name, pods[0], 4369), (srv_name, pods[1], 4369)]
+    inetrc = start_dnsmasq(processes, tmp_path, [("127.0.0.2", pods[0]), ("127.0.0.3", pods[1])], srv=srv_records).inetrc
     app = "k8ssrv_%s" % suffix()
     dist_port = free_port()
     config = libcluster_config(tmp_path / "k8ssrv.config", [("k8s", "Cluster.Strategy.Kubernetes.DNSSRV", {
