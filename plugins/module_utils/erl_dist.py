@@ -228,7 +228,11 @@ def _local_name_for(node):
 
 
 class DistConnection:
-    """An established, authenticated connection to one node. Not shared between threads."""
+    """An established, authenticated connection to one node.
+
+    ``pid`` is the client's own process id (what the node sees as the caller). Calls are serialised by a
+    lock. After any ``DistError`` the connection is in an unknown state: close it.
+    """
 
     def __init__(self, sock, local_node, peer_node, peer_flags, creation, tls_used, max_frame=DEFAULT_MAX_FRAME):
         self.sock = sock
@@ -241,7 +245,7 @@ class DistConnection:
         self.ticks_answered = 0
         self.unlinks_acked = 0
         self._serial = 0
-        self._pid = erl_term.Pid(erl_term.Atom(local_node), 1, 0, creation)
+        self.pid = erl_term.Pid(erl_term.Atom(local_node), 1, 0, creation)
         self._ref_base = struct.unpack(">II", os.urandom(8))
         self._lock = threading.Lock()
 
@@ -268,7 +272,7 @@ class DistConnection:
 
     def reg_send(self, name, message, deadline):
         """Send ``message`` to the process registered as ``name`` on the peer."""
-        control = (CTRL_REG_SEND, self._pid, erl_term.Atom(""), erl_term.Atom(name))
+        control = (CTRL_REG_SEND, self.pid, erl_term.Atom(""), erl_term.Atom(name))
         self._send_frame(control, message, deadline)
 
     def receive(self, deadline):
@@ -308,7 +312,7 @@ class DistConnection:
     def _gen_call(self, name, request, deadline):
         """Send a gen_server call to registered ``name``; returns the reference to await."""
         ref = self._make_ref()
-        self.reg_send(name, (erl_term.Atom("$gen_call"), (self._pid, ref), request), deadline)
+        self.reg_send(name, (erl_term.Atom("$gen_call"), (self.pid, ref), request), deadline)
         return ref
 
     def _await(self, refs, deadline):
@@ -316,7 +320,8 @@ class DistConnection:
         replies = {}
         while len(replies) < len(pending):
             _control, message = self.receive(deadline)
-            if isinstance(message, tuple) and len(message) == 2 and message[0] in pending:
+            if (isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], erl_term.Reference)
+                    and message[0] in pending):
                 replies[message[0]] = message[1]
         return [replies[ref] for ref in refs]
 

@@ -112,7 +112,7 @@ def test_ticks_are_answered_while_waiting(nodes, release):
 def test_unlink_id_is_acknowledged(nodes, release):
     node = nodes[(release, "plain")]
     with erl_dist.connect(node.name, node.cookie, timeout=5) as conn:
-        ours = conn._pid
+        ours = conn.pid
         ok, tokens, _end = conn.rpc("erl_scan", "string", [[ord(c) for c in "link(P), unlink(P), done."]])
         assert ok == "ok"
         ok, exprs = conn.rpc("erl_parse", "parse_exprs", [tokens])
