@@ -156,6 +156,46 @@ def ensure_overlay(lower, host_dir):
     return True
 
 
+def write_files(root, files):
+    """Write files ({path, content, mode}) into the host's root; return True if any changed.
+
+    Missing parent directories are made private (0700): the base already has the public ones.
+    """
+    changed = False
+    for spec in files:
+        target = os.path.join(root, spec[u"path"].lstrip(u"/"))
+        mode = int(spec.get(u"mode") or u"0644", 8)
+        data = spec[u"content"].encode(u"utf-8")
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o700)
+        try:
+            with open(target, u"rb") as handle:
+                same = handle.read() == data
+        except (IOError, OSError):
+            same = False
+        if not same:
+            tmp = target + u".beamops-tmp"
+            with open(tmp, u"wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, mode)
+            os.rename(tmp, target)
+            changed = True
+        elif os.stat(target).st_mode & 0o7777 != mode:
+            os.chmod(target, mode)
+            changed = True
+    return changed
+
+
+def ensure_host_key(root):
+    """Give the host its own ed25519 SSH host key (the base has none)."""
+    key = os.path.join(root, u"etc", u"ssh", u"ssh_host_ed25519_key")
+    if os.path.exists(key):
+        return False
+    run([u"ssh-keygen", u"-q", u"-t", u"ed25519", u"-N", u"", u"-C", u"", u"-f", key])
+    return True
+
+
 def remove_mounts_under(path):
     """Unmount everything mounted at or below path (deepest first); return True if any."""
     root = os.path.realpath(path)
@@ -236,8 +276,8 @@ def host_record(host_dir):
     return lab_process.read_record(os.path.join(host_dir, HOST_RECORD))
 
 
-def ensure_host(name, host_dir, base, netns, link, bridge, address_cidr, boot_timeout):
-    """Make the host (idempotently) and boot it. Returns a result dict with `changed`."""
+def ensure_host(name, host_dir, base, netns, link, bridge, address_cidr, boot_timeout, files=()):
+    """Make the host (idempotently), write its own files and boot it. Returns a result dict with `changed`."""
     if not os.path.isdir(host_dir):
         os.makedirs(host_dir, 0o755)
     record = {u"name": name, u"netns": netns, u"link": link, u"bridge": bridge,
@@ -246,8 +286,12 @@ def ensure_host(name, host_dir, base, netns, link, bridge, address_cidr, boot_ti
     if host_record(host_dir) != record:
         lab_process.write_record(os.path.join(host_dir, HOST_RECORD), record)
     changed = ensure_overlay(base, host_dir)
+    merged = os.path.join(host_dir, u"merged")
+    # Written through the mounted overlay, so they land in the host's own upper layer.
+    changed = write_files(merged, files) or changed
+    changed = ensure_host_key(merged) or changed
     changed = ensure_host_network(netns, link, bridge, address_cidr) or changed
-    argv = nspawn_argv(name, os.path.join(host_dir, u"merged"), netns)
+    argv = nspawn_argv(name, merged, netns)
     started, process = lab_process.ensure_running(argv, os.path.join(host_dir, PROCESS_RECORD),
                                                   os.path.join(host_dir, u"console.log"))
     address = address_cidr.split(u"/")[0]

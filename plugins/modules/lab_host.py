@@ -13,8 +13,8 @@ module: lab_host
 short_description: Boot or remove one VM-like host of the local lab (systemd-nspawn)
 version_added: "0.1.0"
 description:
-  - I(state=present) mounts an overlay of I(base) at C(<host_dir>/merged) (upper layer C(<host_dir>/upper)), makes the
-    network namespace I(netns) with C(eth0) at I(address) joined to I(bridge) by the veth I(link), starts
+  - I(state=present) mounts an overlay of I(base) at C(<host_dir>/merged) (upper layer C(<host_dir>/upper)), writes
+    I(files) and an ed25519 SSH host key of its own into it, makes the network namespace I(netns) with C(eth0) at I(address) joined to I(bridge) by the veth I(link), starts
     C(systemd-nspawn --boot) detached, records its PID in C(<host_dir>/nspawn.json) and waits until sshd answers
     and systemd finished booting.
   - Before making anything it writes C(<host_dir>/host.json), so I(state=absent) can remove a host that failed half way.
@@ -44,6 +44,26 @@ options:
   address:
     description: Address of the host's C(eth0) with prefix length. Required when I(state=present).
     type: str
+  files:
+    description:
+      - Files of this host, written through the overlay before boot (only when their content or mode differs).
+      - Missing parent directories are made with mode 0700.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path inside the host.
+        type: str
+        required: true
+      content:
+        description: Content of the file.
+        type: str
+        required: true
+      mode:
+        description: Octal mode.
+        type: str
+        default: "0644"
   boot_timeout:
     description: Seconds to wait for sshd and for systemd to finish booting.
     type: int
@@ -70,6 +90,9 @@ EXAMPLES = r"""
     link: beamlab-1
     bridge: beamlab0
     address: 198.18.0.11/24
+    files:
+      - path: /etc/resolv.conf
+        content: "nameserver 198.18.0.1\n"
 
 - name: Remove it again
   beamops.cluster.lab_host:
@@ -108,17 +131,30 @@ def main():
             link=dict(type="str"),
             bridge=dict(type="str"),
             address=dict(type="str"),
+            files=dict(type="list", elements="dict", default=[], options=dict(
+                path=dict(type="str", required=True),
+                content=dict(type="str", required=True),
+                mode=dict(type="str", default="0644"),
+            )),
             boot_timeout=dict(type="int", default=60),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         ),
         required_if=[("state", "present", PRESENT_OPTIONS)],
     )
     params = module.params
+    for spec in params["files"]:
+        if not spec["path"].startswith("/") or "/../" in spec["path"] + "/":
+            module.fail_json(msg="files: path=%s must be absolute and must not contain '..'" % spec["path"])
+        try:
+            int(spec["mode"], 8)
+        except ValueError:
+            module.fail_json(msg="files: mode=%s of %s is not an octal mode such as '0644'" % (spec["mode"], spec["path"]))
     try:
         if params["state"] == "absent":
             module.exit_json(changed=lab_host.remove_host(params["host_dir"]))
         result = lab_host.ensure_host(params["name"], params["host_dir"], params["base"], params["netns"],
-                                      params["link"], params["bridge"], params["address"], params["boot_timeout"])
+                                      params["link"], params["bridge"], params["address"], params["boot_timeout"],
+                                      params["files"])
     except (lab_host.LabCommandError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
