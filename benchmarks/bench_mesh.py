@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: verify a real N-node BEAM full mesh four ways and compare wall times.
 
     python benchmarks/bench_mesh.py                      # N = 10 and 50, 3 runs of each method
@@ -122,7 +121,7 @@ def method_fresh_process(names, cookie, timeout, pythonpath):
 
     def run():
         proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS_CODE] + names, env=env, capture_output=True,
-                              text=True, timeout=timeout + 30)
+                              text=True, timeout=timeout + 30, check=False)
         if proc.returncode != 0:
             return False, proc.stderr[-500:]
         out = json.loads(proc.stdout)
@@ -150,7 +149,7 @@ def method_erl_call_loop(names, cookie, erl_call):
     def run():
         for name in names:
             proc = subprocess.run([erl_call, "-name", name, "-c", cookie, "-a", "erlang nodes"], capture_output=True,
-                                  text=True, timeout=30)
+                                  text=True, timeout=30, check=False)
             if proc.returncode != 0 or proc.stdout.count("@") != len(names) - 1:
                 return False, "%s: %s %s" % (name, proc.stdout[-200:], proc.stderr[-200:])
         return True, None
@@ -162,7 +161,8 @@ def method_rpc_loop(names, cookie):
         for name in names:
             me = "rpc-%s@127.0.0.1" % secrets.token_hex(4)
             proc = subprocess.run(["elixir", "--hidden", "--name", me, "--cookie", cookie, "--rpc-eval", name,
-                                   "IO.puts(length(Node.list()))"], capture_output=True, text=True, timeout=60)
+                                   "IO.puts(length(Node.list()))"], capture_output=True, text=True, timeout=60,
+                                  check=False)
             if proc.returncode != 0 or proc.stdout.strip() != str(len(names) - 1):
                 return False, "%s: %s %s" % (name, proc.stdout[-200:], proc.stderr[-300:])
         return True, None
@@ -179,13 +179,13 @@ def fresh_breakdown(names, cookie, timeout, pythonpath, repeat):
     lines = ["fresh-process breakdown over %d nodes (median of %d):" % (len(names), max(repeat, 5))]
     for label, argv in steps:
         times = []
-        for _ in range(max(repeat, 5)):
+        for _unused in range(max(repeat, 5)):
             start = time.perf_counter()
             subprocess.run([sys.executable] + argv, env=env, capture_output=True, timeout=timeout + 30, check=True)
             times.append(time.perf_counter() - start)
         lines.append("  %-28s %7.1f ms" % (label, statistics.median(times) * 1000))
     imports = subprocess.run([sys.executable, "-X", "importtime", "-c", FRESH_PROCESS_CODE.split("\n")[1]], env=env,
-                             capture_output=True, text=True, timeout=60).stderr.splitlines()
+                             capture_output=True, text=True, timeout=60, check=False).stderr.splitlines()
     heavy = []
     for line in imports:
         parts = line.split("|")
@@ -278,7 +278,7 @@ def main():
             methods[1][1]()
             for label, run in methods:
                 times = []
-                for _ in range(args.repeat):
+                for _unused in range(args.repeat):
                     seconds, ok, detail = timed(run)
                     if not ok:
                         raise RuntimeError("%s on %d nodes did not see the full mesh: %s" % (label, size, detail))
@@ -308,8 +308,8 @@ def report(rows, profiles, load_before):
     print()
     print("machine: %d CPUs, load average %.1f before and %.1f after (other work on the machine skews the figures)"
           % (os.cpu_count(), load_before, os.getloadavg()[0]))
-    print("%5s  %-14s %10s %10s %10s %5s  %s" % ("N", "method", "median ms", "min ms", "max ms", "runs",
-                                                   "median / fresh-process"))
+    header = ("N", "method", "median ms", "min ms", "max ms", "runs", "median / fresh-process")
+    print("%5s  %-14s %10s %10s %10s %5s  %s" % header)
     for row in rows:
         fresh = next(r for r in rows if r["size"] == row["size"] and r["method"] == "fresh-process")
         print("%5d  %-14s %10.1f %10.1f %10.1f %5d  %8.2fx" % (

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Long mutation fuzz of the distribution client's parsers, seeded with bytes captured from a real node.
 
     python scripts/fuzz_dist.py                       # 100,000 inputs, seed 1
@@ -85,7 +84,7 @@ class RecordingProxy:
                     pass
 
     def _serve(self):
-        client, _ = self.listener.accept()
+        client, _addr = self.listener.accept()
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         pumps = [threading.Thread(target=self._pump, args=(client, upstream, self.from_client), daemon=True),
                  threading.Thread(target=self._pump, args=(upstream, client, self.from_node), daemon=True)]
@@ -231,12 +230,12 @@ def main():
         if kind == "handshake":
             data = fakepeer.mutate_frames(cap["handshake"], 2, rng, pool)
         elif kind == "frames":
-            data = fakepeer.mutate_frames([rng.choice(cap["frames"]) for _ in range(rng.randint(1, 3))], 4, rng, pool)
+            data = fakepeer.mutate_frames([rng.choice(cap["frames"]) for _unused in range(rng.randint(1, 3))], 4, rng, pool)
         else:
             names_answer = rng.random() < 0.5
             seed = cap["epmd_names"][0] if names_answer else cap["epmd_port2"][0]
             data = seed
-            for _ in range(1 + min(int(rng.expovariate(0.7)), 6)):
+            for _unused in range(1 + min(int(rng.expovariate(0.7)), 6)):
                 data = fakepeer.mutate_bytes(data, rng, pool)
         t0 = time.monotonic()
         signal.setitimer(signal.ITIMER_REAL, args.budget * 2)
@@ -255,7 +254,8 @@ def main():
                     outcome = "ok"
                 except DistError as exc:
                     outcome = exc.reason
-        except Exception as exc:  # pylint: disable=broad-except  (any other exception is the finding)
+        # Any exception other than DistError is what the fuzzer hunts for: record it, go on.
+        except Exception as exc:  # pylint: disable=broad-except
             outcome = "UNCAUGHT " + exc.__class__.__name__
             failures.append({"index": index, "kind": kind, "error": repr(exc)[:300], "input": data.hex()[:4000],
                              "traceback": traceback.format_exc(limit=6)})

@@ -94,7 +94,7 @@ def decode(data, pos=0):
     if tag in (104, 105):
         arity, at = (data[pos + 1], pos + 2) if tag == 104 else (struct.unpack_from(">I", data, pos + 1)[0], pos + 5)
         items = []
-        for _ in range(arity):
+        for _unused in range(arity):
             item, at = decode(data, at)
             items.append(item)
         return tuple(items), at
@@ -106,7 +106,7 @@ def decode(data, pos=0):
     if tag == 108:
         count = struct.unpack_from(">I", data, pos + 1)[0]
         at, items = pos + 5, []
-        for _ in range(count):
+        for _unused in range(count):
             item, at = decode(data, at)
             items.append(item)
         tail, at = decode(data, at)
@@ -116,7 +116,7 @@ def decode(data, pos=0):
         return bytes(data[pos + 5:pos + 5 + length]), pos + 5 + length
     if tag == 116:
         arity, at, result = struct.unpack_from(">I", data, pos + 1)[0], pos + 5, {}
-        for _ in range(arity):
+        for _unused in range(arity):
             key, at = decode(data, at)
             value, at = decode(data, at)
             result[key if not isinstance(key, list) else tuple(key)] = value
@@ -148,7 +148,7 @@ def skip(data, pos):
     """Position just after the term at `pos` (handles improper lists, which decode() folds into a pair)."""
     if data[pos] == 108:
         count, at = struct.unpack_from(">I", data, pos + 1)[0], pos + 5
-        for _ in range(count + 1):
+        for _unused in range(count + 1):
             at = skip(data, at)
         return at
     return decode(data, pos)[1]
@@ -238,7 +238,7 @@ class _FakeServer:
     def _accept_loop(self):
         while not self.stopping.is_set():
             try:
-                conn, _ = self._listener.accept()
+                conn, _addr = self._listener.accept()
             except socket.timeout:
                 continue
             except OSError:
@@ -560,7 +560,7 @@ class FakeNode(_FakeServer):
         if payload[pos:pos + 3] != b"\x83\x68\x03":
             if payload[pos:pos + 3] == b"\x83\x68\x02" and payload[pos + 3] == 88:  # {Pid, {call, ...}}
                 pid, at = decode(payload, pos + 3)
-                request, _ = decode(payload, at)
+                request, _end = decode(payload, at)
                 return pid, None, request
             return None
         first, at = decode(payload, pos + 3)
@@ -568,7 +568,7 @@ class FakeNode(_FakeServer):
             return None
         pid, tag_start = decode(payload, at + 2)
         tag_end = skip(payload, tag_start)
-        request, _ = decode(payload, tag_end)
+        request, _end = decode(payload, tag_end)
         return pid, Raw(payload[tag_start:tag_end]), request
 
     def answer_for(self, request):
@@ -687,7 +687,7 @@ class FakeNode(_FakeServer):
             if call is None:
                 continue
             if call[0] == "unlink_id":
-                _, control = call
+                control = call[1]
                 conn.sendall(self.frame4(b"p" + versioned((36, control[1], control[3], control[2]))))
                 continue
             pid, ref, request = call
@@ -721,12 +721,12 @@ class FakeNode(_FakeServer):
         elif b == "frame_not_pass_through":
             conn.sendall(self.frame4(b"q" + good[5:]))
         elif b == "frame_garbage":
-            for _ in range(20):
+            for _unused in range(20):
                 size = self.random.randint(1, 300)
-                conn.sendall(self.frame4(bytes(self.random.getrandbits(8) for _ in range(size))))
+                conn.sendall(self.frame4(bytes(self.random.getrandbits(8) for _unused in range(size))))
             self.hold(conn, 5)
         elif b == "term_garbage":
-            junk = bytes(self.random.getrandbits(8) for _ in range(200))
+            junk = bytes(self.random.getrandbits(8) for _unused in range(200))
             conn.sendall(self.reply_frame(pid, ref, message_bytes=b"\x83" + junk))
             self.hold(conn, 5)
         elif b.startswith("term_"):
@@ -770,7 +770,7 @@ def mutate_bytes(data, rng, pool=()):
             data[pos:pos + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "big")
     elif op == 4:
         pos = rng.randrange(len(data) + 1)
-        data[pos:pos] = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 16)))
+        data[pos:pos] = bytes(rng.getrandbits(8) for _unused in range(rng.randint(1, 16)))
     elif op == 5:
         start = rng.randrange(len(data))
         del data[start:start + rng.randint(1, 32)]
@@ -804,7 +804,7 @@ def mutate_frames(payloads, header, rng, pool=()):
     """Mutate a sequence of frame payloads and frame them: mostly with honest length prefixes, so the mutations
     reach the parsers behind the framing, sometimes with lying prefixes or a cut stream, to hit the framing."""
     payloads = list(payloads)
-    for _ in range(1 + min(int(rng.expovariate(0.7)), 8)):
+    for _unused in range(1 + min(int(rng.expovariate(0.7)), 8)):
         choice = rng.random()
         if choice < 0.75 and payloads:
             index = rng.randrange(len(payloads))

@@ -159,7 +159,7 @@ def test_fake_node_is_faithful(tmp_path):
                 % (NAME, NAME))
         run = subprocess.run([otp.runtimes()["25"], "-noshell", "-name", "faith_%d@127.0.0.1" % os.getpid(),
                               "-setcookie", COOKIE, "-eval", expr], env=env, capture_output=True, text=True,
-                             timeout=60)
+                             timeout=60, check=False)
         lines = run.stdout.split()
         assert lines == ["['x@127.0.0.1','y@127.0.0.1']", "['x@127.0.0.1','y@127.0.0.1','h@127.0.0.1']"], \
             run.stdout + run.stderr
@@ -252,7 +252,7 @@ def test_bounded_fuzz_of_handshake_and_frames():
             data = fakepeer.mutate_frames(handshake_seed, 2, rng, pool)
             outcome = "handshake:" + fakepeer.drive_handshake(data, "fuzz@127.0.0.1", FUZZ_BUDGET)
         else:
-            seeds = [rng.choice(reply_seeds) for _ in range(rng.randint(1, 3))]
+            seeds = [rng.choice(reply_seeds) for _unused in range(rng.randint(1, 3))]
             data = fakepeer.mutate_frames(seeds, 4, rng, pool)
             reason, received = fakepeer.drive_frames(data, "fuzz@127.0.0.1", FUZZ_BUDGET)
             outcome = "frames:" + reason
@@ -335,8 +335,8 @@ def test_wait_for_mesh_gives_up_on_a_silent_peer():
 
     with FakeNode(NAME, COOKIE, behaviour="never_answer") as node:
         start = time.monotonic()
-        converged, report, after_ms = wait_for_mesh([NAME], COOKIE, timeout=1.5, poll_ms=100,
-                                                     dist_port=node.port)[:3]
+        result = wait_for_mesh([NAME], COOKIE, timeout=1.5, poll_ms=100, dist_port=node.port)
+        converged, report, after_ms = result[:3]
         seconds = time.monotonic() - start
     assert seconds <= 1.5 + MARGIN, "wait_for_mesh took %.2f s" % seconds
     assert (converged, after_ms) == (False, None)
@@ -402,7 +402,7 @@ def test_modules_report_a_diagnosis_and_do_not_hang(tmp_path):
             run = subprocess.run(
                 [playbook_cmd, "-i", "localhost,", "-c", "local", "-e", "@%s" % (tmp_path / "vars.json"),
                  "-e", "ansible_python_interpreter=%s" % sys.executable, "-v", str(tmp_path / "play.yml")],
-                capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+                capture_output=True, text=True, timeout=120, cwd=str(tmp_path), check=False)
     finally:
         for fake in fakes:
             fake.stop()
