@@ -206,6 +206,17 @@ def test_tls_distribution(nodes, pki, release):
     with pytest.raises(erl_epmd.DistError) as err:
         erl_dist.connect(node.name, node.cookie, timeout=5, tls=erl_dist.TlsOptions(ca_file=pki["other_ca"]))
     assert err.value.reason == "tls_failed" and "CERTIFICATE_VERIFY_FAILED" in str(err.value)
+    # The certificate must name the host dialled, or the name given instead.
+    with erl_dist.connect(node.name, node.cookie, timeout=5,
+                          tls=erl_dist.TlsOptions(ca_file=pki["ca"], server_name="localhost")) as conn:
+        assert conn.rpc("erlang", "node", []) == node.name
+    with pytest.raises(erl_epmd.DistError) as err:
+        erl_dist.connect(node.name, node.cookie, timeout=5,
+                         tls=erl_dist.TlsOptions(ca_file=pki["ca"], server_name="elsewhere.example"))
+    assert err.value.reason == "tls_failed"
+    # Without verification it still encrypts (for diagnosis only).
+    with erl_dist.connect(node.name, node.cookie, timeout=5, tls=erl_dist.TlsOptions(verify=False)) as conn:
+        assert conn.rpc("erlang", "node", []) == node.name
     # The cookie is still checked under TLS.
     with pytest.raises(erl_dist.CookieRejected):
         erl_dist.connect(node.name, "wrong", timeout=5, tls=erl_dist.TlsOptions(ca_file=pki["ca"]))
