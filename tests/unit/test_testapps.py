@@ -402,7 +402,7 @@ def test_epmd_strategy_forms_a_3_node_mesh_and_ready_follows_peers(releases, pro
 def test_topology_from_extra_config_in_erl_zflags(releases, processes, tmp_path, tarball, runtime_exs):
     """The topology reaches the release from `-config FILE` in ERL_ZFLAGS, with and without runtime.exs.
 
-    Keys the release's own build-time config also sets (meshprobe's expected_peers) behave
+    Keys the release's own build-time config also sets (meshprobe's `set_at_build`) behave
     differently: Elixir's runtime config provider re-applies build-time config over them when a
     config/runtime.exs exists; without one, the later -config file wins.
     """
@@ -411,14 +411,17 @@ def test_topology_from_extra_config_in_erl_zflags(releases, processes, tmp_path,
     a, b = ("zf%s_%s@127.0.0.1" % (letter, suffix()) for letter in "ab")
     config = libcluster_config(tmp_path / "extra.config",
                                [("from_zflags", "Cluster.Strategy.Epmd", {"hosts": [Atom(a), Atom(b)]})],
-                               extra={"meshprobe": {"expected_peers": 7}, "kernel": {"net_ticktime": 17}})
+                               extra={"meshprobe": {"expected_peers": 1, "set_at_build": b"extra"},
+                                      "kernel": {"net_ticktime": 17}})
     env = {"ERL_EPMD_PORT": str(epmd_port)}
     nodes = [start_meshprobe(rel, processes, tmp_path, n, "-config %s" % config, env) for n in (a, b)]
     wait_members(nodes, [a, b])
     info = http_get(nodes[0].http_port, "/info")[1]
     assert "topologies from_zflags:Cluster.Strategy.Epmd" in info
     assert ("runtime_exs_loaded %s" % str(runtime_exs).lower()) in info
-    assert ("expected_peers %d" % (0 if runtime_exs else 7)) in info
+    assert "expected_peers 1\n" in info
+    assert ("set_at_build %s\n" % ("build" if runtime_exs else "extra")) in info
+    assert http_get(nodes[0].http_port, "/ready") == (200, "peers 1 expected 1\n")
 
     # A kernel key from the same file takes effect too (asked over distribution with `bin/meshprobe rpc`).
     rpc_env = dict(nodes[0].env)

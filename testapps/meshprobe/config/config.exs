@@ -7,7 +7,7 @@ config :logger, :console,
 
 config :logger, utc_log: true
 
-config :meshprobe,
-  http_port: 4000,
-  http_ip: {0, 0, 0, 0},
-  expected_peers: 0
+# meshprobe's own settings (http_port, http_ip, expected_peers) have their defaults in code, not
+# here, so a deployment can set any of them in an extra `-config` file. Keys set here at build time
+# win over such a file when config/runtime.exs exists; this one exists to show that (see /info).
+config :meshprobe, set_at_build: "build"

@@ -6,7 +6,8 @@ defmodule Meshprobe.HTTP do
       ends in `-broken` (built to test health-gated rollbacks)
     * `GET /ready`   200 once connected to the expected number of peers, else 503
     * `GET /members` `node()` and `Node.list()`, sorted, one per line
-    * `GET /info`    version, node, expected peers, whether `config/runtime.exs` ran, topology names
+    * `GET /info`    version, node, expected peers, whether `config/runtime.exs` ran, the value of
+      the build-time key `set_at_build`, topology names
 
   Port: `MESHPROBE_HTTP_PORT` or app env `:meshprobe, :http_port` (4000). Bind address:
   `MESHPROBE_HTTP_IP` or `:meshprobe, :http_ip` ({0,0,0,0}).
@@ -71,6 +72,7 @@ defmodule Meshprobe.HTTP do
            "node #{node()}\n",
            "expected_peers #{Meshprobe.Membership.expected_peers()}\n",
            "runtime_exs_loaded #{Application.get_env(:meshprobe, :runtime_exs_loaded, false)}\n",
+           "set_at_build #{Application.get_env(:meshprobe, :set_at_build)}\n",
            "topologies #{Enum.map_join(topologies, " ", fn {name, spec} -> "#{name}:#{inspect(spec[:strategy])}" end)}\n"
          ]}
 
