@@ -366,9 +366,21 @@ PLAYBOOK = """
       register: waited
       ignore_errors: true
 
+    - name: EPMD info from an EPMD that streams names without end
+      beamops.cluster.epmd_info:
+        epmd_port: {endless_epmd_port}
+        timeout: {timeout}
+      register: epmd_endless
+
+    - name: EPMD info from an EPMD that drips its answer
+      beamops.cluster.epmd_info:
+        epmd_port: {drip_epmd_port}
+        timeout: {timeout}
+      register: epmd_drip
+
     - name: Keep the results for the test
       ansible.builtin.copy:
-        content: "{{{{ {{'info': info, 'waited': waited}} | to_json }}}}"
+        content: "{{{{ {{'info': info, 'waited': waited, 'epmd_endless': epmd_endless, 'epmd_drip': epmd_drip}} | to_json }}}}"
         dest: {out}
         mode: "0600"
 """
@@ -383,7 +395,8 @@ def ansible_playbook():
 
 def test_modules_report_a_diagnosis_and_do_not_hang(tmp_path):
     """mesh_info and mesh_wait run for real (ansible-playbook on localhost) against a silent, a digest-forging
-    and a 4-GiB-frame fake node: each gets its reason, within the timeout, and the cookie never shows."""
+    and a 4-GiB-frame fake node: each gets its reason, within the timeout, and the cookie never shows.
+    epmd_info meets an endless and a dripping fake EPMD."""
     import json
     import sys
     playbook_cmd = ansible_playbook()
@@ -393,11 +406,12 @@ def test_modules_report_a_diagnosis_and_do_not_hang(tmp_path):
     behaviours = {"never_answer": "timeout", "bad_digest": "cookie_rejected", "frame_oversized": "protocol_error"}
     fakes = [FakeNode("%s_%s@127.0.0.1" % (b, suffix), COOKIE, behaviour=b).start() for b in behaviours]
     try:
-        with FakeEpmd(dict((f.name.split("@")[0], f.port) for f in fakes)) as epmd:
+        with FakeEpmd(dict((f.name.split("@")[0], f.port) for f in fakes)) as epmd, \
+                FakeEpmd(behaviour="endless") as endless_epmd, FakeEpmd({"x": 1}, behaviour="slow_drip") as drip_epmd:
             out = tmp_path / "result.json"
             (tmp_path / "play.yml").write_text(PLAYBOOK.format(
                 nodes=json.dumps([f.name for f in fakes]), timeout=TIMEOUT, wait_timeout=1.5, epmd_port=epmd.port,
-                out=out))
+                endless_epmd_port=endless_epmd.port, drip_epmd_port=drip_epmd.port, out=out))
             (tmp_path / "vars.json").write_text(json.dumps({"fake_cookie": COOKIE}))
             run = subprocess.run(
                 [playbook_cmd, "-i", "localhost,", "-c", "local", "-e", "@%s" % (tmp_path / "vars.json"),
@@ -421,3 +435,9 @@ def test_modules_report_a_diagnosis_and_do_not_hang(tmp_path):
             assert entry["reason"] == expected, (fake.behaviour, entry)
             assert entry["message"]
         assert fake.name in waited["msg"]
+    for key, reason in (("epmd_endless", "epmd_unreachable"), ("epmd_drip", "timeout")):
+        epmd_result = result[key]
+        assert not epmd_result.get("failed"), epmd_result
+        assert (epmd_result["reachable"], epmd_result["reason"]) == (False, reason), epmd_result
+        assert epmd_result["message"]
+        assert epmd_result["elapsed_ms"] <= (TIMEOUT + MARGIN) * 1000
