@@ -271,3 +271,18 @@ def test_hidden_flags():
     assert erl_dist.CLIENT_FLAGS & 0x403070F94 == 0x403070F94
     assert not erl_dist.CLIENT_FLAGS & 0x2000  # DIST_HDR_ATOM_CACHE
     assert not erl_dist.CLIENT_FLAGS & 0x800000  # FRAGMENTS
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_fixed_local_name_replaces_its_stale_connection(nodes, release):
+    # The node answers 'alive' to a second connection under a name it already has; the client lets it
+    # drop the old one, which is what a re-run with a fixed local_node needs.
+    node = nodes[(release, "plain")]
+    local = "fixed_verifier_%s@127.0.0.1" % release
+    with erl_dist.connect(node.name, node.cookie, timeout=5, local_node=local) as first:
+        assert first.rpc("erlang", "node", []) == node.name
+        with erl_dist.connect(node.name, node.cookie, timeout=5, local_node=local) as second:
+            assert second.rpc("erlang", "node", []) == node.name
+            assert node.hidden() == [local]
+            with pytest.raises(erl_epmd.ConnectionClosed):
+                first.rpc("erlang", "node", [], timeout=2)
