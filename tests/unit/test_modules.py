@@ -63,6 +63,22 @@ PLAYBOOK = """
       register: wait_broken
       ignore_errors: true
 
+    - name: Wait with the cluster size given, listing one seed
+      beamops.cluster.mesh_wait:
+        nodes: "{{{{ mesh[:1] }}}}"
+        expected: "{{{{ mesh | length }}}}"
+        cookie: "{{{{ cookie }}}}"
+        timeout: 10
+      register: wait_expected
+
+    - name: Expected smaller than the list
+      beamops.cluster.mesh_wait:
+        nodes: "{{{{ mesh }}}}"
+        expected: 1
+        cookie: "{{{{ cookie }}}}"
+      register: bad_expected
+      ignore_errors: true
+
     - name: EPMD of this host
       beamops.cluster.epmd_info:
         name: "{{{{ mesh[0].split('@')[0] }}}}"
@@ -137,7 +153,8 @@ PLAYBOOK = """
           {{{{ {{'info_ok': info_ok, 'info_check': info_check, 'info_broken': info_broken, 'wait_ok': wait_ok,
           'wait_broken': wait_broken, 'epmd': epmd, 'epmd_closed': epmd_closed, 'bad_empty': bad_empty,
           'bad_name': bad_name, 'bad_cookie': bad_cookie, 'bad_tls': bad_tls, 'info_epmdless': info_epmdless,
-          'info_tls': info_tls, 'info_tls_no_cert': info_tls_no_cert}} | to_json }}}}
+          'info_tls': info_tls, 'info_tls_no_cert': info_tls_no_cert, 'wait_expected': wait_expected,
+          'bad_expected': bad_expected}} | to_json }}}}
 """
 
 
@@ -225,6 +242,9 @@ def test_mesh_wait(run):
     assert "did not form a full mesh" in broken["msg"] and "not_registered" in broken["msg"]
     assert broken["full_mesh"] is False and broken["per_node"][run["gone"]]["reason"] == "not_registered"
     assert broken["diagnosis"] and "converged_after_ms" not in broken
+    expected = run["results"]["wait_expected"]
+    assert not expected.get("failed") and expected["full_mesh"] is True
+    assert expected["per_node"][run["mesh"][0].name]["connected"] == sorted(n.name for n in run["mesh"][1:])
 
 
 def test_epmd_info(run):
@@ -239,7 +259,7 @@ def test_epmd_info(run):
 
 
 @pytest.mark.parametrize("case, words", [("bad_empty", "nodes"), ("bad_name", "nodes"), ("bad_cookie", "cookie"),
-                                         ("bad_tls", "tls_ca_file")])
+                                         ("bad_tls", "tls_ca_file"), ("bad_expected", "expected")])
 def test_bad_options_fail_naming_the_option(run, case, words):
     result = run["results"][case]
     assert result["failed"] is True
