@@ -258,6 +258,13 @@ def test_hung_node_is_bounded_by_the_deadline(cluster):
 def test_wait_for_mesh_converges_when_the_nodes_connect(release, tmp_path):
     pair = beamnodes.start_nodes([beamnodes.NodeSpec("w%d" % i, release=release) for i in range(2)], str(tmp_path))
     try:
+        # A link that drops: met, then disconnected.
+        beamnodes.connect_mesh(pair)
+        assert erl_mesh.mesh_report(names(pair), pair[0].cookie, timeout=5)["full_mesh"] is True
+        pair[0].disconnect(pair[1])
+        beamnodes.wait_until(lambda: pair[1].visible() == [])
+        split = erl_mesh.mesh_report(names(pair), pair[0].cookie, timeout=5)
+        assert [split["per_node"][n]["reason"] for n in names(pair)] == ["isolated", "isolated"]
         converged, result, after_ms, attempts = erl_mesh.wait_for_mesh(names(pair), pair[0].cookie, timeout=0.6,
                                                                        poll_ms=50)
         assert (converged, after_ms) == (False, None) and attempts >= 1, (converged, after_ms, attempts, result)
