@@ -34,7 +34,7 @@ class LabCommandError(Exception):
 
 def run(argv, check=True, timeout=60):
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                          universal_newlines=True)
+                          universal_newlines=True, check=False)
     if check and proc.returncode != 0:
         raise LabCommandError(u"%s failed (exit %d): %s" % (u" ".join(argv), proc.returncode,
                                                             (proc.stderr or proc.stdout).strip()))
@@ -150,8 +150,8 @@ def ensure_overlay(lower, host_dir):
         path = os.path.join(host_dir, sub)
         if not os.path.isdir(path):
             os.makedirs(path, 0o755)
-    options = u"lowerdir=%s,upperdir=%s,workdir=%s" % (lower, os.path.join(host_dir, u"upper"),
-                                                      os.path.join(host_dir, u"work"))
+    upper, work = os.path.join(host_dir, u"upper"), os.path.join(host_dir, u"work")
+    options = u"lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, work)
     run([u"mount", u"-t", u"overlay", u"overlay", u"-o", options, merged])
     return True
 

@@ -29,7 +29,7 @@ options:
     choices: [present, absent]
     default: present
 author:
-  - beamops.cluster contributors
+  - beamops.cluster contributors (@beamops)
 """
 
 EXAMPLES = r"""

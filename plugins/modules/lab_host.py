@@ -13,8 +13,9 @@ module: lab_host
 short_description: Boot or remove one VM-like host of the local lab (systemd-nspawn)
 version_added: "0.1.0"
 description:
-  - I(state=present) mounts an overlay of I(base) at C(<host_dir>/merged) (upper layer C(<host_dir>/upper)), writes
-    I(files) and an ed25519 SSH host key of its own into it, makes the network namespace I(netns) with C(eth0) at I(address) joined to I(bridge) by the veth I(link), starts
+  - I(state=present) mounts an overlay of I(base) at C(<host_dir>/merged) (upper layer C(<host_dir>/upper)),
+    writes I(files) and an ed25519 SSH host key of its own into it, makes the network namespace I(netns) with
+    C(eth0) at I(address) joined to I(bridge) by the veth I(link), starts
     C(systemd-nspawn --boot) detached, records its PID in C(<host_dir>/nspawn.json) and waits until sshd answers
     and systemd finished booting.
   - Before making anything it writes C(<host_dir>/host.json), so I(state=absent) can remove a host that failed half way.
@@ -77,7 +78,7 @@ notes:
   - Runs C(systemd-nspawn) with C(--register=no --keep-unit) because the machine running the lab need not run
     systemd or a system D-Bus.
 author:
-  - beamops.cluster contributors
+  - beamops.cluster contributors (@beamops)
 """
 
 EXAMPLES = r"""

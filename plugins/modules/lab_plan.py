@@ -42,7 +42,7 @@ options:
     description: DNS domain of the hosts. Required when I(purpose=up).
     type: str
 author:
-  - beamops.cluster contributors
+  - beamops.cluster contributors (@beamops)
 """
 
 EXAMPLES = r"""

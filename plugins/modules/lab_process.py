@@ -40,7 +40,7 @@ options:
     choices: [present, reloaded, absent]
     default: present
 author:
-  - beamops.cluster contributors
+  - beamops.cluster contributors (@beamops)
 """
 
 EXAMPLES = r"""

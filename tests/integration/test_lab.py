@@ -47,7 +47,7 @@ def run_playbook(playbook, env=None, **variables):
     for key, value in variables.items():
         argv += ["-e", "%s=%s" % (key, value)]
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          env=env, timeout=900)
+                          env=env, timeout=900, check=False)
 
 
 def recap(output):
@@ -72,7 +72,8 @@ def ssh(host_vars, command):
     argv = ["ssh", "-i", host_vars["ansible_ssh_private_key_file"], "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "%s@%s" % (host_vars["ansible_user"], host_vars["ansible_host"]), command]
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+                          check=False)
 
 
 def recorded_pids(lab):
@@ -119,11 +120,11 @@ def dns_query(server, name, timeout=3.0):
         sock.settimeout(timeout)
         sock.sendto(packet, (server, 53))
         reply = sock.recv(4096)
-    answer_id, flags, _qd, answers = struct.unpack(">HHHH", reply[:8])
+    answer_id, flags, dummy, answers = struct.unpack(">HHHH", reply[:8])
     assert answer_id == query_id and flags & 0x000F == 0, "DNS error for %s: flags %#x" % (name, flags)
     offset = 12 + len(qname) + 4
     records = []
-    for _ in range(answers):
+    for dummy in range(answers):
         if reply[offset] & 0xC0 == 0xC0:
             offset += 2
         else:
@@ -202,7 +203,8 @@ def test_inventory_works_as_is_with_ansible_playbook(lab, tmp_path):
                         "    - ansible.builtin.assert:\n        that: probe.stdout == inventory_hostname\n")
     inventory = os.path.join(state_dir(LAB), "inventory.yml")
     result = subprocess.run([ansible_bin("ansible-playbook"), "-i", inventory, str(playbook)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300,
+                            check=False)
     assert result.returncode == 0, result.stdout[-3000:]
     for index in (1, 2):
         assert re.search(r"%s-%d\s*:\s*ok=2\s+changed=0\s+unreachable=0\s+failed=0" % (LAB, index), result.stdout)
