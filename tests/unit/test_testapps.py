@@ -131,7 +131,9 @@ class Node:
         self.release = release
         self.node_name = node_name
         self.log = logdir / ("%s.log" % node_name.replace("@", "_"))
-        self.env = dict(os.environ, RELEASE_COOKIE=COOKIE, RELX_COOKIE=COOKIE, **env)
+        # A VM that fails to boot writes erl_crash.dump: into the test's directory, not the checkout.
+        self.env = dict(os.environ, RELEASE_COOKIE=COOKIE, RELX_COOKIE=COOKIE,
+                        ERL_CRASH_DUMP=str(logdir / ("%s.crash.dump" % node_name.replace("@", "_"))), **env)
         for key in ("ERL_AFLAGS", "ERL_FLAGS", "ELIXIR_ERL_OPTIONS", "ERL_LIBS"):
             if key not in env:
                 self.env.pop(key, None)
@@ -437,6 +439,14 @@ def test_broken_version_fails_its_health_check(releases, processes, tmp_path):
     wait_for(lambda: http_get(node.http_port, "/health")[0] is not None, 30, "meshprobe http")
     assert http_get(node.http_port, "/health") == (500, "broken 0.3.0-broken\n")
     assert http_get(node.http_port, "/ready")[0] == 200  # expected_peers 0: it is "ready", only unhealthy
+
+
+def test_bad_setting_stops_the_boot_with_a_message_naming_it(releases, processes, tmp_path):
+    rel = releases("meshprobe-0.1.0.tar.gz")
+    node = start_meshprobe(rel, processes, tmp_path, "unused", "", {"RELEASE_DISTRIBUTION": "none",
+                                                                    "MESHPROBE_HTTP_PORT": "http"})
+    assert node.proc.wait(timeout=60) != 0
+    assert 'MESHPROBE_HTTP_PORT="http" is not valid: set it to an integer in 1..65535' in node.log_text()
 
 
 # ---- Gossip

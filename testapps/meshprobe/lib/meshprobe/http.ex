@@ -16,7 +16,7 @@ defmodule Meshprobe.HTTP do
   Record.defrecordp(:mod, Record.extract(:mod, from_lib: "inets/include/httpd.hrl"))
 
   def start do
-    port = env_or_app("MESHPROBE_HTTP_PORT", :http_port, 4000, &String.to_integer/1)
+    port = env_or_app("MESHPROBE_HTTP_PORT", :http_port, 4000, &Meshprobe.parse_integer!(&1, "MESHPROBE_HTTP_PORT", 1..65535))
     ip = env_or_app("MESHPROBE_HTTP_IP", :http_ip, {0, 0, 0, 0}, &parse_ip!/1)
     root = to_charlist(Application.app_dir(:meshprobe))
 

@@ -16,7 +16,7 @@ defmodule Meshprobe.Membership do
   def expected_peers do
     case System.get_env("MESHPROBE_EXPECTED_PEERS") do
       nil -> Application.get_env(:meshprobe, :expected_peers, 0)
-      text -> String.to_integer(String.trim(text))
+      text -> Meshprobe.parse_integer!(text, "MESHPROBE_EXPECTED_PEERS", 0..1_000_000)
     end
   end
 
