@@ -402,6 +402,7 @@ DIST_BEHAVIOURS = {
     "ok_unlink_id": "like ok, but sends an UNLINK_ID control message before each reply",
     # connection and handshake
     "close_on_accept": "accepts the TCP connection and closes it before reading anything",
+    "garbage_on_accept": "streams random bytes (seeded) from the moment it accepts, without reading",
     "never_answer": "reads send_name and then stays silent with the connection open",
     "close_after_name": "reads send_name and closes",
     "status_slow_drip": "sends 'sok' and the challenge one byte every drip_interval seconds",
@@ -608,6 +609,9 @@ class FakeNode(_FakeServer):
     def serve(self, conn, session):
         b = self.behaviour
         if b == "close_on_accept":
+            return
+        if b == "garbage_on_accept":
+            self.flood(conn, bytes(self.random.getrandbits(8) for _unused in range(4096)))
             return
         if b in ("never_answer", "close_after_name"):
             self.recv_name(conn, session)

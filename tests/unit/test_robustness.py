@@ -40,6 +40,7 @@ DIST_EXPECTED = {
     "ok_ticks_first": {"ok"},
     "ok_unlink_id": {"ok"},
     "close_on_accept": {"tls_required", "connection_closed"},
+    "garbage_on_accept": {"protocol_error"},
     "never_answer": {"timeout"},
     "close_after_name": {"tls_required", "connection_closed"},
     "status_slow_drip": {"timeout"},
@@ -441,3 +442,17 @@ def test_modules_report_a_diagnosis_and_do_not_hang(tmp_path):
         assert (epmd_result["reachable"], epmd_result["reason"]) == (False, reason), epmd_result
         assert epmd_result["message"]
         assert epmd_result["elapsed_ms"] <= (TIMEOUT + MARGIN) * 1000
+
+
+@pytest.mark.parametrize("behaviour, expected", [
+    ("close_on_accept", {"tls_failed", "connection_closed"}),
+    ("never_answer", {"timeout"}),          # reads the ClientHello as a name frame and waits
+    ("garbage_on_accept", {"tls_failed"}),
+])
+def test_tls_client_against_plain_misbehaving_peers(behaviour, expected):
+    """With TLS on, a peer that hangs up, stays silent or streams non-TLS bytes ends the TLS handshake cleanly."""
+    tls = erl_dist.TlsOptions(verify=False)
+    with FakeNode(NAME, COOKIE, behaviour=behaviour) as fake:
+        outcome, value, seconds = outcome_of(lambda: connect_and_ask(NAME, dist_port=fake.port, tls=tls))
+    assert seconds <= TIMEOUT + MARGIN, "%s took %.2f s (%s)" % (behaviour, seconds, outcome)
+    assert outcome in expected, "%s ended with %s: %s" % (behaviour, outcome, value)
