@@ -260,6 +260,30 @@ def test_larger_lab_hosts_adds_a_host_and_keeps_the_others(lab):
     assert sorted(a for a, _ttl in answers) == ["198.18.8.11", "198.18.8.12", "198.18.8.13"]
 
 
+def test_a_running_lab_is_not_moved_to_another_network(lab):
+    moved = run_playbook("lab_up.yml", lab_name=LAB, lab_network="198.18.9.0/24", lab_hosts=3)
+    assert moved.returncode != 0
+    assert "lab %s already runs on %s, not lab_network=198.18.9.0/24" % (LAB, NETWORK) in moved.stdout, \
+        moved.stdout[-3000:]
+    assert load_inventory(LAB)["lab"]["vars"]["lab_network"] == NETWORK
+    still = ssh(load_inventory(LAB)["lab"]["hosts"]["%s-1" % LAB], "hostname")
+    assert still.stdout.strip() == "%s-1" % LAB
+
+
+def test_smaller_lab_hosts_removes_the_extra_host(lab):
+    third = {path: pid for path, pid in recorded_pids(LAB).items() if "/%s-3/" % LAB in path}
+    assert third
+    shrunk = run_playbook("lab_up.yml", lab_name=LAB, lab_network=NETWORK, lab_hosts=2)
+    assert shrunk.returncode == 0, shrunk.stdout[-5000:]
+    assert not os.path.exists("/run/netns/%s-3" % LAB) and not os.path.exists("/sys/class/net/%s-3" % LAB)
+    assert not any(process_alive(pid, start) for pid, start in third.values())
+    assert sorted(load_inventory(LAB)["lab"]["hosts"]) == ["%s-1" % LAB, "%s-2" % LAB]
+    answers = dns_query(BRIDGE_ADDRESS, "%s.%s" % (LAB, DOMAIN))
+    assert sorted(a for a, _ttl in answers) == ["198.18.8.11", "198.18.8.12"]
+    grown = run_playbook("lab_up.yml", lab_name=LAB, lab_network=NETWORK, lab_hosts=3)
+    assert grown.returncode == 0, grown.stdout[-5000:]
+
+
 def test_down_removes_everything_the_lab_made(lab):
     pids = recorded_pids(LAB)
     assert len(pids) == 4  # three hosts and dnsmasq
