@@ -49,6 +49,19 @@ def free_port(kind=socket.SOCK_STREAM):
         return sock.getsockname()[1]
 
 
+def free_port_tcp_and_udp():
+    """A port free for both TCP and UDP on 127.0.0.1 (dnsmasq listens on both)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no port free for both TCP and UDP on 127.0.0.1")
+
+
 def suffix():
     return "%06x" % random.getrandbits(24)
 
@@ -263,7 +276,7 @@ class DnsServer:
 
 def start_dnsmasq(processes, tmp_path, hosts, srv=()):
     """dnsmasq answering only from `hosts` (lines "ip name") and SRV records, on 127.0.0.1:<random>."""
-    port = free_port(socket.SOCK_DGRAM)
+    port = free_port_tcp_and_udp()
     hosts_file = tmp_path / "dns-hosts"
     hosts_file.write_text("".join("%s %s\n" % pair for pair in hosts))
     argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
@@ -278,6 +291,8 @@ def start_dnsmasq(processes, tmp_path, hosts, srv=()):
     inetrc.write_text('{resolv_conf, ""}.\n{hosts_file, ""}.\n{nameserver, {127,0,0,1}, %d}.\n{lookup, [dns]}.\n' % port)
 
     def answering():
+        if dnsmasq.proc.poll() is not None:
+            raise AssertionError("dnsmasq exited: %s" % dnsmasq.log.read_text())
         return dns_query_a(port, "localhost.invalid") is not None
 
     wait_for(answering, 10, "dnsmasq on 127.0.0.1:%d" % port)
