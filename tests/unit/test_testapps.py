@@ -51,7 +51,7 @@ def free_port(kind=socket.SOCK_STREAM):
 
 def free_port_tcp_and_udp():
     """A port free for both TCP and UDP on 127.0.0.1 (dnsmasq listens on both)."""
-    for _ in range(50):
+    for _attempt in range(50):
         port = free_port()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             try:
