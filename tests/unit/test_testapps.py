@@ -414,6 +414,26 @@ def test_epmd_strategy_forms_a_3_node_mesh_and_ready_follows_peers(releases, pro
     assert "membership: nodedown %s" % names[2] in first.log_text()
 
 
+@pytest.mark.parametrize("strategy", ["ErlangHosts", "LocalEpmd"])
+def test_epmd_scanning_strategies_form_a_mesh(releases, processes, tmp_path, strategy):
+    """ErlangHosts asks the EPMD of each host in .hosts.erlang (here found in $HOME); LocalEpmd asks
+    the local one. Both connect once at start, so the last node to boot meshes everyone."""
+    rel = releases("meshprobe-0.1.0.tar.gz")
+    epmd_port = start_epmd(rel, processes, tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".hosts.erlang").write_text("'127.0.0.1'.\n")
+    config = libcluster_config(tmp_path / "scan.config", [("scan", "Cluster.Strategy." + strategy, {})])
+    names = ["sc%s_%s@127.0.0.1" % (letter, suffix()) for letter in "abc"]
+    nodes = []
+    for name in names:
+        nodes.append(start_meshprobe(rel, processes, tmp_path, name, "-config %s" % config,
+                                     {"ERL_EPMD_PORT": str(epmd_port), "HOME": str(home)}))
+        wait_healthy(nodes[-1])
+    wait_members(nodes, names)
+    assert "[libcluster:scan] connected to :\"%s\"" % names[0] in nodes[2].log_text()
+
+
 @pytest.mark.parametrize("tarball, runtime_exs", [("meshprobe-0.1.0.tar.gz", True),
                                                   ("meshprobe-0.1.0-noruntime.tar.gz", False)])
 def test_topology_from_extra_config_in_erl_zflags(releases, processes, tmp_path, tarball, runtime_exs):
