@@ -15,12 +15,16 @@ OUT="${1:-${BEAMOPS_TESTAPPS_DIR:-$REPO/build/testapps}}"
 MESHPROBE_VERSIONS=(0.1.0 0.2.0 0.3.0-broken 0.1.0-noruntime)
 ERLPROBE_VERSIONS=(0.1.0 0.2.0 0.3.0-broken)
 
-for tool in mix elixir rebar3 erl sha256sum tar; do
+for tool in mix elixir rebar3 erl sha256sum tar flock; do
   command -v "$tool" >/dev/null || { echo "build-testapps: '$tool' not found; install erlang-base, erlang-dev, elixir and rebar3 (apt-get install -y erlang-base erlang-dev elixir rebar3)" >&2; exit 2; }
 done
 
 mkdir -p "$OUT/work"
 OUT="$(cd "$OUT" && pwd)"
+
+# One build at a time per output directory (tests and playbooks may call this concurrently).
+exec 9>"$OUT/.lock"
+flock 9
 
 # Private, writable homes: no ~/.mix, ~/.hex or ~/.cache/rebar3 of whoever runs this (CI runs as
 # root with no network). There are no Hex dependencies, so nothing is ever fetched.
