@@ -660,10 +660,12 @@ def test_kubernetes_dns_dials_application_name_at_each_a_record(releases, proces
     wait_members(nodes, ["%s@127.0.0.2" % app, "%s@127.0.0.3" % app])
 
 
-def test_kubernetes_dnssrv_dials_application_name_at_each_srv_target(releases, processes, tmp_path):
+@pytest.mark.parametrize("cluster_domain", [None, "beamops.test."])
+def test_kubernetes_dnssrv_dials_application_name_at_each_srv_target(releases, processes, tmp_path, cluster_domain):
+    """The SRV name asked is <service>.<namespace>.svc.<CLUSTER_DOMAIN, default cluster.local.>."""
     rel = releases("meshprobe-0.1.0.tar.gz")
     service, namespace = "app-%s" % suffix(), "beamops"
-    srv_name = "%s.%s.svc.cluster.local" % (service, namespace)
+    srv_name = "%s.%s.svc.%s" % (service, namespace, (cluster_domain or "cluster.local.").rstrip("."))
     pods = ["%s-%d.%s" % (service, i, srv_name) for i in (0, 1)]
     srv_records = [(srv_name, pods[0], 4369), (srv_name, pods[1], 4369)]
     inetrc = start_dnsmasq(processes, tmp_path, [("127.0.0.2", pods[0]), ("127.0.0.3", pods[1])], srv=srv_records).inetrc
@@ -672,9 +674,12 @@ def test_kubernetes_dnssrv_dials_application_name_at_each_srv_target(releases, p
     config = libcluster_config(tmp_path / "k8ssrv.config", [("k8s", "Cluster.Strategy.Kubernetes.DNSSRV", {
         "service": service.encode(), "namespace": namespace.encode(), "application_name": app.encode(),
         "polling_interval": 500})])
+    env = {"ERL_INETRC": str(inetrc)}
+    if cluster_domain:
+        env["CLUSTER_DOMAIN"] = cluster_domain
     names = ["%s@%s" % (app, pod) for pod in pods]
-    nodes = [start_meshprobe(rel, processes, tmp_path, name, epmdless_zflags(config, ip, dist_port),
-                             {"ERL_INETRC": str(inetrc)}) for name, ip in zip(names, ("127.0.0.2", "127.0.0.3"))]
+    nodes = [start_meshprobe(rel, processes, tmp_path, name, epmdless_zflags(config, ip, dist_port), env)
+             for name, ip in zip(names, ("127.0.0.2", "127.0.0.3"))]
     wait_members(nodes, names)
 
 
