@@ -23,11 +23,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 PLAYBOOKS = os.path.join(REPO_ROOT, "playbooks")
 STATE_ROOT = "/var/lib/beamops/lab"
 LAB = "bltest"
-NETWORK = "198.18.8.0/24"
-BRIDGE_ADDRESS = "198.18.8.1"
+NETWORK = "198.19.8.0/24"
+BRIDGE_ADDRESS = "198.19.8.1"
 DOMAIN = "lab.test"
 INTERRUPTED_LAB = "blint"
-INTERRUPTED_NETWORK = "198.18.10.0/24"
+INTERRUPTED_NETWORK = "198.19.10.0/24"
 REQUIRED = ("systemd-nspawn", "debootstrap", "dnsmasq", "ip", "nsenter", "ssh", "ssh-keygen")
 
 pytestmark = [
@@ -152,14 +152,14 @@ def lab():
 
 @pytest.mark.parametrize("variables, expected", [
     ({"lab_network": "10.20.0.0/24"}, "lab_network=10.20.0.0/24 lies outside 198.18.0.0/15"),
-    ({"lab_network": "198.18.11.0/28", "lab_hosts": 5}, "lab_hosts=5 does not fit in lab_network=198.18.11.0/28"),
-    ({"lab_network": "198.18.11.7/24"}, "lab_network='198.18.11.7/24' is not a network"),
+    ({"lab_network": "198.19.11.0/28", "lab_hosts": 5}, "lab_hosts=5 does not fit in lab_network=198.19.11.0/28"),
+    ({"lab_network": "198.19.11.7/24"}, "lab_network='198.19.11.7/24' is not a network"),
     ({"lab_name": "Bad_Name"}, "lab_name='Bad_Name' is not usable"),
     ({"lab_boot_timeout": 0}, "lab_boot_timeout=0 must be at least 1"),
 ])
 def test_preflight_refuses_bad_input_before_making_anything(variables, expected):
     name = variables.get("lab_name", "blbad")
-    params = {"lab_name": "blbad", "lab_network": "198.18.11.0/24", "lab_hosts": 2}
+    params = {"lab_name": "blbad", "lab_network": "198.19.11.0/24", "lab_hosts": 2}
     params.update(variables)
     result = run_playbook("lab_up.yml", **params)
     assert result.returncode != 0
@@ -175,7 +175,7 @@ def test_preflight_names_a_missing_tool(tmp_path):
                  "ssh-keygen"):
         os.symlink(shutil.which(tool), str(bin_dir / tool))
     env = dict(os.environ, PATH=str(bin_dir))
-    result = run_playbook("lab_up.yml", env=env, lab_name="blbad", lab_network="198.18.11.0/24", lab_hosts=1)
+    result = run_playbook("lab_up.yml", env=env, lab_name="blbad", lab_network="198.19.11.0/24", lab_hosts=1)
     assert result.returncode != 0
     assert "systemd-nspawn is not installed (fix: apt-get install systemd-container)" in result.stdout, \
         result.stdout[-3000:]
@@ -218,19 +218,19 @@ def test_dns_answers_inside_hosts_and_with_a_short_ttl(lab):
     first = hosts["%s-1" % LAB]
     second = ssh(first, "getent ahostsv4 %s-2.%s" % (LAB, DOMAIN))
     assert second.returncode == 0, second.stderr
-    assert {line.split()[0] for line in second.stdout.splitlines()} == {"198.18.8.12"}
+    assert {line.split()[0] for line in second.stdout.splitlines()} == {"198.19.8.12"}
     everyone = ssh(first, "getent ahostsv4 %s.%s" % (LAB, DOMAIN))
-    assert {line.split()[0] for line in everyone.stdout.splitlines()} == {"198.18.8.11", "198.18.8.12"}
+    assert {line.split()[0] for line in everyone.stdout.splitlines()} == {"198.19.8.11", "198.19.8.12"}
     short = ssh(first, "getent ahostsv4 %s-2" % LAB)  # the search domain
-    assert {line.split()[0] for line in short.stdout.splitlines()} == {"198.18.8.12"}
+    assert {line.split()[0] for line in short.stdout.splitlines()} == {"198.19.8.12"}
     answers = dns_query(BRIDGE_ADDRESS, "%s.%s" % (LAB, DOMAIN))
-    assert sorted(a for a, _ttl in answers) == ["198.18.8.11", "198.18.8.12"]
+    assert sorted(a for a, _ttl in answers) == ["198.19.8.11", "198.19.8.12"]
     assert all(ttl <= 1 for _a, ttl in answers)
 
 
 def test_hosts_reach_each_other_but_have_no_route_out(lab):
     first = load_inventory(LAB)["lab"]["hosts"]["%s-1" % LAB]
-    ping = ssh(first, "ping -c 1 -W 2 198.18.8.12 && ping -c 1 -W 2 %s" % BRIDGE_ADDRESS)
+    ping = ssh(first, "ping -c 1 -W 2 198.19.8.12 && ping -c 1 -W 2 %s" % BRIDGE_ADDRESS)
     assert ping.returncode == 0, ping.stdout + ping.stderr
     # Asks the routing table only; nothing is sent.
     route = ssh(first, "ip route get 192.0.2.1")
@@ -257,13 +257,13 @@ def test_larger_lab_hosts_adds_a_host_and_keeps_the_others(lab):
     third = ssh(hosts["%s-3" % LAB], "systemctl is-system-running")
     assert third.stdout.strip() in ("running", "degraded")
     answers = dns_query(BRIDGE_ADDRESS, "%s.%s" % (LAB, DOMAIN))
-    assert sorted(a for a, _ttl in answers) == ["198.18.8.11", "198.18.8.12", "198.18.8.13"]
+    assert sorted(a for a, _ttl in answers) == ["198.19.8.11", "198.19.8.12", "198.19.8.13"]
 
 
 def test_a_running_lab_is_not_moved_to_another_network(lab):
-    moved = run_playbook("lab_up.yml", lab_name=LAB, lab_network="198.18.9.0/24", lab_hosts=3)
+    moved = run_playbook("lab_up.yml", lab_name=LAB, lab_network="198.19.9.0/24", lab_hosts=3)
     assert moved.returncode != 0
-    assert "lab %s already runs on %s, not lab_network=198.18.9.0/24" % (LAB, NETWORK) in moved.stdout, \
+    assert "lab %s already runs on %s, not lab_network=198.19.9.0/24" % (LAB, NETWORK) in moved.stdout, \
         moved.stdout[-3000:]
     assert load_inventory(LAB)["lab"]["vars"]["lab_network"] == NETWORK
     still = ssh(load_inventory(LAB)["lab"]["hosts"]["%s-1" % LAB], "hostname")
@@ -279,7 +279,7 @@ def test_smaller_lab_hosts_removes_the_extra_host(lab):
     assert not any(process_alive(pid, start) for pid, start in third.values())
     assert sorted(load_inventory(LAB)["lab"]["hosts"]) == ["%s-1" % LAB, "%s-2" % LAB]
     answers = dns_query(BRIDGE_ADDRESS, "%s.%s" % (LAB, DOMAIN))
-    assert sorted(a for a, _ttl in answers) == ["198.18.8.11", "198.18.8.12"]
+    assert sorted(a for a, _ttl in answers) == ["198.19.8.11", "198.19.8.12"]
     grown = run_playbook("lab_up.yml", lab_name=LAB, lab_network=NETWORK, lab_hosts=3)
     assert grown.returncode == 0, grown.stdout[-5000:]
 
@@ -296,16 +296,19 @@ def test_down_removes_everything_the_lab_made(lab):
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0
 
 
-def test_down_cleans_up_after_an_interrupted_up():
+def test_down_cleans_up_after_an_interrupted_up(tmp_path):
     argv = [ansible_bin("ansible-playbook"), os.path.join(PLAYBOOKS, "lab_up.yml"), "-e", "lab_name=" + INTERRUPTED_LAB,
             "-e", "lab_network=" + INTERRUPTED_NETWORK, "-e", "lab_hosts=2"]
     booting = os.path.join(state_dir(INTERRUPTED_LAB), "hosts", INTERRUPTED_LAB + "-1", "nspawn.json")
-    with open(os.devnull, "w") as devnull:
-        up = subprocess.Popen(argv, stdout=devnull, stderr=devnull, start_new_session=True)
+    output = tmp_path / "lab_up.log"
+    with open(str(output), "w") as log:
+        up = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pids = {}
     try:
         deadline = time.time() + 600
         while not os.path.exists(booting) and up.poll() is None and time.time() < deadline:
             time.sleep(0.05)
+        assert up.poll() is None, "lab_up ended before a host booted:\n" + output.read_text()[-3000:]
         # Kill ansible-playbook and its module while the first host boots.
         os.killpg(up.pid, signal.SIGKILL)
         up.wait()
@@ -313,6 +316,9 @@ def test_down_cleans_up_after_an_interrupted_up():
         assert pids, "lab_up was not interrupted while booting a host"
         assert leftovers(INTERRUPTED_LAB, pids)
     finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
         down = run_playbook("lab_down.yml", lab_name=INTERRUPTED_LAB)
     assert down.returncode == 0, down.stdout[-3000:]
     assert leftovers(INTERRUPTED_LAB, pids) == []
