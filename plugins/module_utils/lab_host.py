@@ -215,6 +215,9 @@ def nspawn_argv(name, merged, netns):
         # The machine running the lab has no systemd as PID 1 and no system D-Bus.
         u"--register=no", u"--keep-unit",
         u"--network-namespace-path=/run/netns/%s" % netns,
+        # Like a VM's root, a host may change its own namespace's network (nft rules for partitions);
+        # nspawn does not grant this with a namespace path. It reaches nothing outside the namespace.
+        u"--capability=CAP_NET_ADMIN",
         # resolv.conf, hostname and timezone come from the host's overlay, not from this machine.
         u"--resolv-conf=off", u"--timezone=off", u"--link-journal=no",
         u"--console=read-only",

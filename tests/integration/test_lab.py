@@ -237,6 +237,17 @@ def test_hosts_reach_each_other_but_have_no_route_out(lab):
     assert route.returncode != 0 and "unreachable" in route.stderr.lower()
 
 
+def test_a_host_can_cut_itself_off_with_nft(lab):
+    first = load_inventory(LAB)["lab"]["hosts"]["%s-1" % LAB]
+    cut = ssh(first, "nft add table inet partition && "
+                     "nft 'add chain inet partition out { type filter hook output priority 0; }' && "
+                     "nft add rule inet partition out ip daddr 198.19.8.12 drop && "
+                     "! ping -c 1 -W 1 198.19.8.12; status=$?; nft delete table inet partition; exit $status")
+    assert cut.returncode == 0, cut.stdout + cut.stderr
+    healed = ssh(first, "ping -c 1 -W 2 198.19.8.12")
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+
+
 def test_rerun_changes_nothing(lab):
     again = run_playbook("lab_up.yml", lab_name=LAB, lab_network=NETWORK, lab_hosts=2)
     assert again.returncode == 0, again.stdout[-3000:]
