@@ -23,6 +23,14 @@ Public API
 ``format_term(term)``
     Erlang-like text of a decoded term, for messages.
 
+Sans-IO core
+============
+The protocol itself is pure code without sockets, shared by the blocking ``connect`` above and by the
+single-threaded driver of ``erl_mesh``: ``build_send_name``, ``parse_status``, ``parse_challenge``,
+``build_challenge_reply``, ``check_ack``, ``split_frame``; ``Handshake`` (a state machine fed with received
+bytes that returns the bytes to send) and ``Session`` (frames after the handshake: ticks, UNLINK_ID, rpc
+requests and their replies by reference).
+
 Terms follow ``erl_term``: pass ``Atom("x")`` for atoms; a Python ``str`` is sent as a binary.
 
 The client never sets the PUBLISHED flag: it is a hidden node, so it shows only in the
@@ -37,13 +45,18 @@ Every failure raises an ``erl_epmd.DistError`` whose ``reason`` is one of the di
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import hashlib
 import os
-import re
 import socket
-import ssl
 import struct
-import threading
+# The blocking connection serialises calls with a lock; _thread spares importing threading.
+from _thread import allocate_lock
+
+try:
+    # CPython's built-in MD5: importing hashlib loads OpenSSL's libcrypto, which costs a fresh
+    # process several milliseconds for one 16-byte digest per handshake.
+    from _md5 import md5
+except ImportError:  # builds without the built-in module (e.g. some FIPS distributions)
+    from hashlib import md5
 
 from ansible_collections.beamops.cluster.plugins.module_utils import erl_term
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import (
@@ -55,7 +68,7 @@ from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import (
     NotRegistered,
     open_tcp,
     port_please,
-    recv_exact,
+    recv_some,
     send_all,
 )
 
@@ -104,8 +117,13 @@ PASS_THROUGH = 112
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 HANDSHAKE_MAX_FRAME = 65535
 
-_ALIVE_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9_\-.:\[\]%]+$")
+# Characters of node names (checked with sets: the re module is a few ms of import for a fresh process).
+_ALIVE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_HOST_CHARS = _ALIVE_CHARS | frozenset(".:[]%")
+
+# Random bytes a connection needs, drawn with one os.urandom call: creation (4), our challenge (4),
+# the reference seed (8) and the suffix of the generated local node name (6).
+ENTROPY_SIZE = 22
 
 
 class CookieRejected(DistError):
@@ -157,6 +175,7 @@ class TlsOptions:
 
     def context(self):
         """An ``ssl.SSLContext``; missing or unreadable files raise ``ValueError`` naming the option."""
+        import ssl  # only TLS users pay for loading ssl (and OpenSSL)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if self.verify:
             ctx.check_hostname = True
@@ -199,9 +218,9 @@ def split_node(name):
     if not isinstance(name, str) or name.count("@") != 1:
         raise ValueError("%r is not a node name: it must be alive@host, e.g. app@10.0.0.5" % (name,))
     alive, host = name.split("@")
-    if not _ALIVE_RE.match(alive):
+    if not alive or not _ALIVE_CHARS.issuperset(alive):
         raise ValueError("%r is not a node name: the part before @ may hold only letters, digits, _ and -" % (name,))
-    if not host or not _HOST_RE.match(host):
+    if not host or not _HOST_CHARS.issuperset(host):
         raise ValueError("%r is not a node name: the host after @ is empty or holds characters a host name cannot" % (name,))
     return alive, host
 
@@ -213,12 +232,12 @@ def is_long_name(name):
 
 
 def digest(challenge, cookie):
-    return hashlib.md5(cookie.encode("utf-8") + str(challenge & 0xFFFFFFFF).encode("ascii")).digest()
+    return md5(cookie.encode("utf-8") + str(challenge & 0xFFFFFFFF).encode("ascii")).digest()
 
 
-def _local_name_for(node):
+def local_name_for(node, entropy):
     """A unique hidden-node name of the same name type as the dialled node (short and long names do not mix)."""
-    suffix = os.urandom(6).hex()
+    suffix = entropy.data[16:22].hex()
     host = node.split("@", 1)[1]
     if is_long_name(node):
         local_host = "127.0.0.1" if ":" not in host else "::1"
@@ -227,14 +246,319 @@ def _local_name_for(node):
     return "beamops_%s@%s" % (suffix, local_host)
 
 
+class Entropy:
+    """The random values of one connection, cut from ``ENTROPY_SIZE`` bytes of one ``os.urandom`` call."""
+
+    def __init__(self, data=None):
+        data = data if data is not None else os.urandom(ENTROPY_SIZE)
+        creation, self.challenge, ref_a, ref_b = struct.unpack(">IIII", data[:16])
+        self.creation = creation or 1
+        self.ref_seed = (ref_a, ref_b)
+        self.data = data
+
+
+# ---------------------------------------------------------------------------------------------- sans-IO core
+def split_frame(buffer, start, header, max_size):
+    """The frame that begins at ``start`` of ``buffer``: ``(body_start, body_end)``, or None while incomplete.
+
+    ``header`` is the length prefix size (2 or 4). A length above ``max_size`` raises ``ProtocolError`` as soon
+    as the prefix is in, before any of the body is buffered.
+    """
+    if len(buffer) - start < header:
+        return None
+    if header == 2:
+        size = (buffer[start] << 8) | buffer[start + 1]
+    else:
+        size = struct.unpack_from(">I", buffer, start)[0]
+    if size > max_size:
+        raise ProtocolError("the node sent a %d-byte frame, more than the %d allowed" % (size, max_size))
+    if len(buffer) - start - header < size:
+        return None
+    return start + header, start + header + size
+
+
+def frame(body, header):
+    """``body`` with its length prefix of ``header`` bytes."""
+    return struct.pack(">H" if header == 2 else ">I", len(body)) + body
+
+
+def build_send_name(local_node, creation):
+    name = local_node.encode("utf-8")
+    return b"N" + struct.pack(">QIH", CLIENT_FLAGS, creation, len(name)) + name
+
+
+def parse_status(body, node, local_node):
+    """The status text of a ``recv_status`` frame; refusals raise the matching ``DistError``."""
+    if body[:1] != b"s":
+        raise ProtocolError("%s answered our name with an unexpected frame (type %r)" % (node, body[:1]))
+    text = body[1:].decode("utf-8", "replace")
+    if text == "not_allowed":
+        raise NotAllowed("%s refused us (not_allowed): its net_kernel:allow list excludes %s or it lacks a "
+                         "capability we need" % (node, local_node))
+    if text == "nok":
+        raise DistError("%s refused the connection (nok): it is connecting to us at the same time" % node,
+                        "connection_closed")
+    if text not in ("ok", "ok_simultaneous", "alive"):
+        raise ProtocolError("%s answered our name with an unknown status %r" % (node, text))
+    return text
+
+
+def parse_challenge(body, node):
+    """``(peer_flags, challenge, peer_name)`` of a ``recv_challenge`` frame dialled as ``node``."""
+    if body[:1] != b"N" or len(body) < 19:
+        raise ProtocolError("%s sent a malformed challenge" % node)
+    peer_flags, challenge, dummy, nlen = struct.unpack(">QIIH", body[1:19])
+    if len(body) < 19 + nlen:
+        raise ProtocolError("%s sent a challenge whose %d-byte name runs past the end of its %d-byte frame"
+                            % (node, nlen, len(body)))
+    peer_name = body[19:19 + nlen].decode("utf-8", "replace")
+    if peer_name != node:
+        detail = ""
+        if is_long_name(node) != is_long_name(peer_name):
+            detail = " (and it uses %s names, while %s is a %s name)" % (
+                "long" if is_long_name(peer_name) else "short", node, "long" if is_long_name(node) else "short")
+        raise NameMismatch("the node dialled as %s calls itself %s%s; Erlang peers that dial %s are refused"
+                           % (node, peer_name, detail, node), node, peer_name)
+    return peer_flags, challenge, peer_name
+
+
+def build_challenge_reply(peer_challenge, own_challenge, cookie):
+    return b"r" + struct.pack(">I", own_challenge) + digest(peer_challenge, cookie)
+
+
+def check_ack(body, own_challenge, cookie, node):
+    """Raise unless ``body`` is the ``recv_challenge_ack`` that proves the node knows the cookie."""
+    if body[:1] != b"a" or len(body) < 17:
+        raise ProtocolError("%s sent a malformed challenge acknowledgement" % node)
+    if body[1:17] != digest(own_challenge, cookie):
+        raise CookieRejected("%s answered our challenge with a wrong digest: its cookie differs" % node)
+
+
+def _looks_like_tls(data):
+    """A TLS record header (alert, handshake, ...) rather than a distribution frame."""
+    return len(data) >= 2 and 20 <= data[0] <= 23 and data[1] == 3
+
+
+class Handshake:
+    """The connecting side of the version 6 handshake, without I/O.
+
+    ``start()`` gives the bytes to send first; ``feed(data)`` takes what arrived and gives what to send
+    back (maybe nothing); once ``done``, ``peer_name``, ``peer_flags`` and ``rest`` (bytes that followed the
+    ack) are set. ``closed()`` is the error to raise when the peer hangs up at the current step.
+    Framing: 2-byte lengths over TCP, 4-byte lengths over TLS.
+    """
+
+    def __init__(self, node, cookie, local_node, creation, own_challenge, tls_used=False):
+        self.node = node
+        self.cookie = cookie
+        self.local_node = local_node
+        self.creation = creation
+        self.own_challenge = own_challenge
+        self.tls = tls_used
+        self.header = 4 if tls_used else 2
+        self.step = "status"
+        self.buffer = b""
+        self.peer_name = None
+        self.peer_flags = None
+        self.rest = b""
+
+    @property
+    def done(self):
+        return self.step == "done"
+
+    def start(self):
+        return frame(build_send_name(self.local_node, self.creation), self.header)
+
+    def feed(self, data):
+        self.buffer += data
+        out = []
+        while self.step != "done":
+            span = split_frame(self.buffer, 0, self.header, HANDSHAKE_MAX_FRAME)
+            if span is None:
+                break
+            body = self.buffer[span[0]:span[1]]
+            self.buffer = self.buffer[span[1]:]
+            if not body:
+                raise ProtocolError("%s sent an empty handshake frame" % self.node)
+            out.append(self._handle(body))
+        if self.step == "done":
+            self.rest, self.buffer = self.buffer, b""
+        return b"".join(out)
+
+    def _handle(self, body):
+        if self.step == "status":
+            if parse_status(body, self.node, self.local_node) == "alive":
+                # Only an earlier connection of ours can hold our name; let the node replace it.
+                self.step = "challenge"
+                return frame(b"strue", self.header)
+            self.step = "challenge"
+            return b""
+        if self.step == "challenge":
+            self.peer_flags, challenge, self.peer_name = parse_challenge(body, self.node)
+            self.step = "ack"
+            return frame(build_challenge_reply(challenge, self.own_challenge, self.cookie), self.header)
+        check_ack(body, self.own_challenge, self.cookie, self.node)
+        self.step = "done"
+        return b""
+
+    def closed(self):
+        """The ``DistError`` for a peer that hung up (or reset) before the handshake was done."""
+        node = self.node
+        if self.step == "status":
+            if self.tls:
+                return DistError("%s closed the TLS connection before answering our name: it may demand a client "
+                                 "certificate from its CA (set tls_cert_file and tls_key_file)" % node, "tls_failed")
+            if self.buffer and not _looks_like_tls(self.buffer):
+                return ConnectionClosed("%s closed the connection in the middle of its status frame (%d bytes of "
+                                        "it arrived)" % (node, len(self.buffer)), self.buffer)
+            # A TLS listener reads our name frame as a broken ClientHello and hangs up without a status.
+            return ClosedBeforeStatus("%s closed the connection before answering our name" % node, self.buffer)
+        if self.step == "challenge":
+            return ConnectionClosed("%s closed the connection before sending its challenge" % node, self.buffer)
+        return CookieRejected("%s rejected the cookie: it hung up after our challenge reply, so its cookie differs "
+                              "from the one given" % node)
+
+
+def decode_frame(data):
+    """``(control, message)`` of a pass-through frame body (``message`` None when absent)."""
+    if data[0] != PASS_THROUGH:
+        raise ProtocolError("the node sent a frame of type %d; only pass-through (112) was negotiated" % data[0])
+    try:
+        control, offset = erl_term.decode_from(data, 1)
+        message = None
+        if offset < len(data):
+            message, offset = erl_term.decode_from(data, offset)
+    except erl_term.TermError as exc:
+        raise ProtocolError("the node sent a term that cannot be decoded: %s" % exc)
+    if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
+        raise ProtocolError("the node sent a malformed control message")
+    return control, message
+
+
+def rpc_request(module, function, args):
+    """The ``rex`` request of ``rpc:call(Node, module, function, args)``."""
+    return (erl_term.Atom("call"), erl_term.Atom(module), erl_term.Atom(function), list(args), erl_term.Atom("user"))
+
+
+def check_rpc_results(calls, results, peer_node):
+    """Raise ``RpcError`` for the first ``{badrpc, Reason}`` among the results of ``calls``."""
+    for (module, function, args), result in zip(calls, results):
+        if isinstance(result, tuple) and len(result) == 2 and result[0] == "badrpc":
+            text = format_term(result[1])
+            raise RpcError("%s:%s/%d failed on %s: %s" % (module, function, len(args), peer_node, text), result[1])
+    return results
+
+
+class Session:
+    """An authenticated connection after the handshake, without I/O.
+
+    ``feed(data)`` buffers what arrived; ``next_message()`` returns the next ``(control, message)`` addressed to
+    us or None until more data is needed, and queues the answers to ticks and UNLINK_ID on the way;
+    ``take_outgoing()`` hands over the bytes to send. ``gen_calls(...)`` builds request frames,
+    ``collect(message)`` files replies under their reference.
+    """
+
+    def __init__(self, local_node, peer_node, creation, ref_seed, max_frame=DEFAULT_MAX_FRAME):
+        self.local_node = local_node
+        self.peer_node = peer_node
+        self.creation = creation
+        self.max_frame = max_frame
+        self.pid = erl_term.Pid(erl_term.Atom(local_node), 1, 0, creation)
+        self.ticks_answered = 0
+        self.unlinks_acked = 0
+        self.replies = {}
+        self._ref_seed = ref_seed
+        self._serial = 0
+        self._buffer = bytearray()
+        self._start = 0
+        self._outgoing = []
+
+    def feed(self, data):
+        if self._start and self._start == len(self._buffer):
+            del self._buffer[:]
+            self._start = 0
+        self._buffer += data
+
+    def wanted(self):
+        """How many bytes the frame being buffered still lacks (at least 64 KiB, at most 1 MiB a read)."""
+        missing = 0
+        if len(self._buffer) - self._start >= 4:
+            size = struct.unpack_from(">I", self._buffer, self._start)[0]
+            missing = size + 4 - (len(self._buffer) - self._start)
+        return max(65536, min(missing, 1 << 20))
+
+    def take_outgoing(self):
+        out = b"".join(self._outgoing)
+        self._outgoing = []
+        return out
+
+    def next_message(self):
+        while True:
+            span = split_frame(self._buffer, self._start, 4, self.max_frame)
+            if span is None:
+                if self._start > 65536:  # keep the buffer from holding consumed frames
+                    del self._buffer[:self._start]
+                    self._start = 0
+                return None
+            body = bytes(self._buffer[span[0]:span[1]])
+            self._start = span[1]
+            if not body:
+                self._outgoing.append(b"\x00\x00\x00\x00")
+                self.ticks_answered += 1
+                continue
+            control, message = decode_frame(body)
+            tag = control[0]
+            if tag == CTRL_UNLINK_ID and len(control) == 4:
+                # {35, Id, From, To} must be acknowledged as {36, Id, To, From}.
+                ack = bytes([PASS_THROUGH]) + erl_term.encode((CTRL_UNLINK_ID_ACK, control[1], control[3], control[2]))
+                self._outgoing.append(frame(ack, 4))
+                self.unlinks_acked += 1
+                continue
+            if tag in (CTRL_SEND, CTRL_SEND_SENDER, CTRL_REG_SEND):
+                return control, message
+            # Links, monitors and exits aimed at our pid need no answer from a client that makes none.
+
+    def make_ref(self):
+        self._serial += 1
+        return erl_term.Reference(erl_term.Atom(self.local_node), self.creation,
+                                  (self._serial & 0x3FFFF, self._ref_seed[0], self._ref_seed[1]))
+
+    def reg_send(self, name, message):
+        """The frame that sends ``message`` to the process registered as ``name`` on the peer."""
+        control = (CTRL_REG_SEND, self.pid, erl_term.Atom(""), erl_term.Atom(name))
+        return frame(bytes([PASS_THROUGH]) + erl_term.encode(control) + erl_term.encode(message), 4)
+
+    def gen_calls(self, name, requests):
+        """Frames of gen_server calls to registered ``name``: ``(bytes, [reference, ...])``."""
+        frames, refs = [], []
+        for request in requests:
+            ref = self.make_ref()
+            frames.append(self.reg_send(name, (erl_term.Atom("$gen_call"), (self.pid, ref), request)))
+            refs.append(ref)
+        return b"".join(frames), refs
+
+    def collect(self, message):
+        """File a ``{Ref, Reply}`` message under its reference; anything else is ignored."""
+        if isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], erl_term.Reference):
+            self.replies[message[0]] = message[1]
+
+    def has_replies(self, refs):
+        return all(ref in self.replies for ref in refs)
+
+    def pop_replies(self, refs):
+        return [self.replies.pop(ref) for ref in refs]
+
+
+# ------------------------------------------------------------------------------------- blocking connection
 class DistConnection:
-    """An established, authenticated connection to one node.
+    """An established, authenticated connection to one node (blocking sockets over a ``Session``).
 
     ``pid`` is the client's own process id (what the node sees as the caller). Calls are serialised by a
     lock. After any ``DistError`` the connection is in an unknown state: close it.
     """
 
-    def __init__(self, sock, local_node, peer_node, peer_flags, creation, tls_used, max_frame=DEFAULT_MAX_FRAME):
+    def __init__(self, sock, local_node, peer_node, peer_flags, creation, tls_used, max_frame=DEFAULT_MAX_FRAME,
+                 ref_seed=None, received=b""):
         self.sock = sock
         self.local_node = local_node
         self.peer_node = peer_node
@@ -242,17 +566,23 @@ class DistConnection:
         self.creation = creation
         self.tls = tls_used
         self.max_frame = max_frame
-        self.ticks_answered = 0
-        self.unlinks_acked = 0
-        self._serial = 0
-        self.pid = erl_term.Pid(erl_term.Atom(local_node), 1, 0, creation)
-        self._ref_base = struct.unpack(">II", os.urandom(8))
-        self._lock = threading.Lock()
+        self.session = Session(local_node, peer_node, creation, ref_seed or Entropy().ref_seed, max_frame)
+        self.session.feed(received)
+        self.pid = self.session.pid
+        self._lock = allocate_lock()
+
+    @property
+    def ticks_answered(self):
+        return self.session.ticks_answered
+
+    @property
+    def unlinks_acked(self):
+        return self.session.unlinks_acked
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *_exc):
+    def __exit__(self, *exc_info):
         self.close()
 
     def close(self):
@@ -261,86 +591,35 @@ class DistConnection:
         except OSError:
             pass
 
-    def _make_ref(self):
-        self._serial += 1
-        return erl_term.Reference(erl_term.Atom(self.local_node), self.creation,
-                                  (self._serial & 0x3FFFF, self._ref_base[0], self._ref_base[1]))
-
-    def _send_frame(self, control, message, deadline):
-        payload = bytes([PASS_THROUGH]) + erl_term.encode(control) + erl_term.encode(message)
-        send_all(self.sock, struct.pack(">I", len(payload)) + payload, deadline)
-
     def reg_send(self, name, message, deadline):
         """Send ``message`` to the process registered as ``name`` on the peer."""
-        control = (CTRL_REG_SEND, self.pid, erl_term.Atom(""), erl_term.Atom(name))
-        self._send_frame(control, message, deadline)
+        send_all(self.sock, self.session.reg_send(name, message), deadline)
 
     def receive(self, deadline):
         """Next message addressed to us as ``(control, message)``; ticks are answered on the way."""
+        session = self.session
         while True:
-            size = struct.unpack(">I", recv_exact(self.sock, 4, deadline))[0]
-            if size == 0:
-                send_all(self.sock, b"\x00\x00\x00\x00", deadline)
-                self.ticks_answered += 1
-                continue
-            if size > self.max_frame:
-                raise ProtocolError("the node sent a %d-byte frame, more than the %d allowed" % (size, self.max_frame))
-            data = recv_exact(self.sock, size, deadline)
-            if data[0] != PASS_THROUGH:
-                raise ProtocolError("the node sent a frame of type %d; only pass-through (112) was negotiated" % data[0])
-            try:
-                control, offset = erl_term.decode_from(data, 1)
-                message = None
-                if offset < len(data):
-                    message, offset = erl_term.decode_from(data, offset)
-            except erl_term.TermError as exc:
-                raise ProtocolError("the node sent a term that cannot be decoded: %s" % exc)
-            if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
-                raise ProtocolError("the node sent a malformed control message")
-            tag = control[0]
-            if tag == CTRL_UNLINK_ID and len(control) == 4:
-                # {35, Id, From, To} must be acknowledged as {36, Id, To, From}.
-                ack = (CTRL_UNLINK_ID_ACK, control[1], control[3], control[2])
-                payload = bytes([PASS_THROUGH]) + erl_term.encode(ack)
-                send_all(self.sock, struct.pack(">I", len(payload)) + payload, deadline)
-                self.unlinks_acked += 1
-                continue
-            if tag in (CTRL_SEND, CTRL_SEND_SENDER, CTRL_REG_SEND):
-                return control, message
-            # Links, monitors and exits aimed at our pid need no answer from a client that makes none.
+            received = session.next_message()
+            outgoing = session.take_outgoing()
+            if outgoing:
+                send_all(self.sock, outgoing, deadline)
+            if received is not None:
+                return received
+            session.feed(recv_some(self.sock, deadline, session.wanted()))
 
-    def _gen_call(self, name, request, deadline):
-        """Send a gen_server call to registered ``name``; returns the reference to await."""
-        ref = self._make_ref()
-        self.reg_send(name, (erl_term.Atom("$gen_call"), (self.pid, ref), request), deadline)
-        return ref
-
-    def _await(self, refs, deadline):
-        pending = dict((ref, None) for ref in refs)
-        replies = {}
-        while len(replies) < len(pending):
-            _control, message = self.receive(deadline)
-            if (isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], erl_term.Reference)
-                    and message[0] in pending):
-                replies[message[0]] = message[1]
-        return [replies[ref] for ref in refs]
+    def _call(self, name, requests, deadline):
+        data, refs = self.session.gen_calls(name, requests)
+        send_all(self.sock, data, deadline)
+        while not self.session.has_replies(refs):
+            self.session.collect(self.receive(deadline)[1])
+        return self.session.pop_replies(refs)
 
     def rpc_many(self, calls, timeout=5.0, deadline=None):
         """Run ``(module, function, args)`` calls through ``rex``, all sent before the first reply is read."""
         deadline = deadline or Deadline(timeout)
         with self._lock:
-            refs = []
-            for module, function, args in calls:
-                request = (erl_term.Atom("call"), erl_term.Atom(module), erl_term.Atom(function), list(args),
-                           erl_term.Atom("user"))
-                refs.append(self._gen_call("rex", request, deadline))
-            results = self._await(refs, deadline)
-        for (module, function, args), result in zip(calls, results):
-            if isinstance(result, tuple) and len(result) == 2 and result[0] == "badrpc":
-                text = format_term(result[1])
-                raise RpcError("%s:%s/%d failed on %s: %s" % (module, function, len(args), self.peer_node, text),
-                               result[1])
-        return results
+            results = self._call("rex", [rpc_request(*call) for call in calls], deadline)
+        return check_rpc_results(calls, results, self.peer_node)
 
     def rpc(self, module, function, args, timeout=5.0, deadline=None):
         """``rpc:call(Node, module, function, args)`` as seen from a hidden node."""
@@ -349,81 +628,31 @@ class DistConnection:
     def ping(self, timeout=5.0, deadline=None):
         deadline = deadline or Deadline(timeout)
         with self._lock:
-            ref = self._gen_call("net_kernel", (erl_term.Atom("is_auth"), erl_term.Atom(self.local_node)), deadline)
-            return self._await([ref], deadline)[0] == "yes"
+            request = (erl_term.Atom("is_auth"), erl_term.Atom(self.local_node))
+            return self._call("net_kernel", [request], deadline)[0] == "yes"
 
 
-class _Framing:
-    """Handshake frames: 2-byte lengths over TCP, 4-byte lengths over TLS."""
-
-    def __init__(self, sock, header, deadline):
-        self.sock = sock
-        self.header = header
-        self.deadline = deadline
-
-    def send(self, data):
-        fmt = ">H" if self.header == 2 else ">I"
-        send_all(self.sock, struct.pack(fmt, len(data)) + data, self.deadline)
-
-    def recv(self):
-        raw = recv_exact(self.sock, self.header, self.deadline)
-        size = struct.unpack(">H" if self.header == 2 else ">I", raw)[0]
-        if size == 0 or size > HANDSHAKE_MAX_FRAME:
-            raise ProtocolError("bad handshake frame length %d" % size, "protocol_error")
-        return recv_exact(self.sock, size, self.deadline)
+def run_handshake(sock, node, cookie, deadline, local_node, creation, tls_used, own_challenge):
+    """Drive a ``Handshake`` over a blocking socket; returns it, done."""
+    state = Handshake(node, cookie, local_node, creation, own_challenge, tls_used)
+    send_all(sock, state.start(), deadline)
+    while not state.done:
+        try:
+            data = recv_some(sock, deadline)
+        except ConnectionClosed:
+            raise state.closed()
+        reply = state.feed(data)
+        if reply:
+            send_all(sock, reply, deadline)
+    return state
 
 
-def handshake(sock, node, cookie, deadline, local_node, creation, tls_used):
+def handshake(sock, node, cookie, deadline, local_node, creation, tls_used, own_challenge=None):
     """Run the version 6 handshake as the connecting side; returns ``(peer_name, peer_flags)``."""
-    framing = _Framing(sock, 4 if tls_used else 2, deadline)
-    name = local_node.encode("utf-8")
-    framing.send(b"N" + struct.pack(">QIH", CLIENT_FLAGS, creation, len(name)) + name)
-    try:
-        status = framing.recv()
-    except ConnectionClosed as exc:
-        if tls_used:
-            raise DistError("%s closed the TLS connection before answering our name: it may demand a client "
-                            "certificate from its CA (set tls_cert_file and tls_key_file)" % node, "tls_failed")
-        # A TLS listener reads our name frame as a broken ClientHello and hangs up without a status.
-        raise ClosedBeforeStatus("%s closed the connection before answering our name" % node, exc.received)
-    if status[:1] != b"s":
-        raise ProtocolError("%s answered our name with an unexpected frame (type %r)" % (node, status[:1]))
-    text = status[1:].decode("utf-8", "replace")
-    if text == "alive":
-        # Only an earlier connection of ours can hold our name; let the node replace it.
-        framing.send(b"strue")
-    elif text == "not_allowed":
-        raise NotAllowed("%s refused us (not_allowed): its net_kernel:allow list excludes %s or it lacks a "
-                         "capability we need" % (node, local_node))
-    elif text == "nok":
-        raise DistError("%s refused the connection (nok): it is connecting to us at the same time" % node,
-                        "connection_closed")
-    elif text not in ("ok", "ok_simultaneous"):
-        raise ProtocolError("%s answered our name with an unknown status %r" % (node, text))
-    challenge_frame = framing.recv()
-    if challenge_frame[:1] != b"N" or len(challenge_frame) < 19:
-        raise ProtocolError("%s sent a malformed challenge" % node)
-    peer_flags, challenge, _peer_creation, nlen = struct.unpack(">QIIH", challenge_frame[1:19])
-    peer_name = challenge_frame[19:19 + nlen].decode("utf-8", "replace")
-    if peer_name != node:
-        detail = ""
-        if is_long_name(node) != is_long_name(peer_name):
-            detail = " (and it uses %s names, while %s is a %s name)" % (
-                "long" if is_long_name(peer_name) else "short", node, "long" if is_long_name(node) else "short")
-        raise NameMismatch("the node dialled as %s calls itself %s%s; Erlang peers that dial %s are refused"
-                           % (node, peer_name, detail, node), node, peer_name)
-    own_challenge = struct.unpack(">I", os.urandom(4))[0]
-    framing.send(b"r" + struct.pack(">I", own_challenge) + digest(challenge, cookie))
-    try:
-        ack = framing.recv()
-    except ConnectionClosed:
-        raise CookieRejected("%s rejected the cookie: it hung up after our challenge reply, so its cookie differs "
-                             "from the one given" % node)
-    if ack[:1] != b"a" or len(ack) < 17:
-        raise ProtocolError("%s sent a malformed challenge acknowledgement" % node)
-    if ack[1:17] != digest(own_challenge, cookie):
-        raise CookieRejected("%s answered our challenge with a wrong digest: its cookie differs" % node)
-    return peer_name, peer_flags
+    if own_challenge is None:
+        own_challenge = Entropy().challenge
+    state = run_handshake(sock, node, cookie, deadline, local_node, creation, tls_used, own_challenge)
+    return state.peer_name, state.peer_flags
 
 
 def connect(node, cookie, timeout=5.0, deadline=None, epmd_port=EPMD_DEFAULT_PORT, dist_port=None, tls=None,
@@ -439,27 +668,34 @@ def connect(node, cookie, timeout=5.0, deadline=None, epmd_port=EPMD_DEFAULT_POR
         except NotRegistered as exc:
             raise NotRegistered("EPMD on %s has no node named %s: %s is not running or registered another name"
                                 % (host, alive, node), exc.names)
-    local_node = local_node or _local_name_for(node)
-    creation = struct.unpack(">I", os.urandom(4))[0] or 1
+    entropy = Entropy()
+    local_node = local_node or local_name_for(node, entropy)
     sock = open_tcp(host, dist_port, deadline, family, "dist_port_unreachable")
     try:
         if tls is not None:
             sock = _wrap_tls(sock, host, node, tls, deadline)
-        peer_name, peer_flags = handshake(sock, node, cookie, deadline, local_node, creation, tls is not None)
+        state = run_handshake(sock, node, cookie, deadline, local_node, entropy.creation, tls is not None,
+                              entropy.challenge)
     except ClosedBeforeStatus as exc:
         sock.close()
-        if tls is None and _speaks_tls(host, dist_port, deadline, family):
-            raise DistError("%s uses TLS distribution (-proto_dist inet_tls): set tls_ca_file (and a client "
-                            "certificate if the node demands one)" % node, "tls_required")
+        if tls is None and speaks_tls(host, dist_port, deadline, family):
+            raise tls_required(node)
         raise exc
     except BaseException:
         sock.close()
         raise
-    return DistConnection(sock, local_node, peer_name, peer_flags, creation, tls is not None, max_frame)
+    return DistConnection(sock, local_node, state.peer_name, state.peer_flags, entropy.creation, tls is not None,
+                          max_frame, entropy.ref_seed, state.rest)
 
 
-def _speaks_tls(host, port, deadline, family):
+def tls_required(node):
+    return DistError("%s uses TLS distribution (-proto_dist inet_tls): set tls_ca_file (and a client "
+                     "certificate if the node demands one)" % node, "tls_required")
+
+
+def speaks_tls(host, port, deadline, family):
     """Whether host:port completes a TLS handshake (certificates unchecked: this only tells the protocol)."""
+    import ssl  # a probe after a hang-up on our name: rare, so ssl stays out of the common path
     probe = TlsOptions(verify=False)
     # A real TLS listener answers a ClientHello at once; do not let a silent peer eat the whole budget.
     deadline = Deadline(min(deadline.remaining(), 0.5))
@@ -480,6 +716,7 @@ def _speaks_tls(host, port, deadline, family):
 
 
 def _wrap_tls(sock, host, node, tls, deadline):
+    import ssl  # only TLS users pay for loading ssl (and OpenSSL)
     try:
         ctx = tls.context()
     except ValueError as exc:

@@ -11,13 +11,15 @@ Public API
     its timeout from the one deadline of the operation it belongs to.
 ``open_tcp(host, port, deadline, family=None, reason=...)``
     Resolve and connect (every address in turn); returns a socket.
-``recv_exact(sock, size, deadline)``
-    Read exactly ``size`` bytes or raise ``ConnectionClosed`` / ``DistTimeout``.
+``recv_some(sock, deadline, size=65536)``
+    One read of at most ``size`` bytes; raises ``ConnectionClosed`` at end of stream, ``DistTimeout``.
 ``names(host, deadline, port=4369, family=None)``
     EPMD NAMES: ``{"alive": port, ...}``.
 ``port_please(host, alive, deadline, port=4369, family=None)``
     EPMD PORT_PLEASE2: a ``NodePort`` (port, node_type, protocol, highest, lowest, name, extra);
     raises ``NotRegistered`` when EPMD answers but does not know the name.
+``request(body)``, ``parse_names(data)``, ``parse_port2(data, alive)``, ``port2_complete(data)``
+    The sans-IO part (a framed request; parsing the answers), also used by ``erl_mesh``'s driver.
 
 Errors all derive from ``DistError`` and carry a diagnosis ``reason`` code
 (``epmd_unreachable``, ``not_registered``, ``timeout``, ...) that the mesh layer reports.
@@ -143,23 +145,18 @@ def open_tcp(host, port, deadline, family=None, reason="epmd_unreachable"):
     raise DistError("cannot connect to %s port %d: %s" % (host, port, getattr(last, "strerror", None) or last), reason)
 
 
-def recv_exact(sock, size, deadline):
-    """Read exactly ``size`` bytes before the deadline."""
-    chunks = []
-    got = 0
-    while got < size:
-        sock.settimeout(deadline.remaining())
-        try:
-            chunk = sock.recv(min(size - got, 1 << 20))
-        except socket.timeout:
-            raise DistTimeout("no answer from the peer within the time budget")
-        except OSError as exc:
-            raise ConnectionClosed("the peer reset the connection: %s" % exc, b"".join(chunks))
-        if not chunk:
-            raise ConnectionClosed("the peer closed the connection", b"".join(chunks))
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+def recv_some(sock, deadline, size=65536):
+    """One read of up to ``size`` bytes before the deadline; never returns empty."""
+    sock.settimeout(deadline.remaining())
+    try:
+        chunk = sock.recv(size)
+    except socket.timeout:
+        raise DistTimeout("no answer from the peer within the time budget")
+    except OSError as exc:
+        raise ConnectionClosed("the peer reset the connection: %s" % exc)
+    if not chunk:
+        raise ConnectionClosed("the peer closed the connection")
+    return chunk
 
 
 def send_all(sock, data, deadline):
@@ -172,11 +169,16 @@ def send_all(sock, data, deadline):
         raise ConnectionClosed("the peer closed the connection while we were sending: %s" % exc)
 
 
-def _epmd_request(host, request, deadline, port, family):
+def request(body):
+    """An EPMD request with its 2-byte length."""
+    return struct.pack(">H", len(body)) + body
+
+
+def _epmd_request(host, body, deadline, port, family):
     """Send one EPMD request and read the whole answer (EPMD closes after answering)."""
     sock = open_tcp(host, port, deadline, family, "epmd_unreachable")
     try:
-        send_all(sock, struct.pack(">H", len(request)) + request, deadline)
+        send_all(sock, request(body), deadline)
         chunks = []
         total = 0
         while True:
@@ -194,14 +196,15 @@ def _epmd_request(host, request, deadline, port, family):
                 raise EpmdUnreachable("EPMD on %s port %d sent an oversized answer" % (host, port))
             chunks.append(chunk)
             # PORT2_RESP has a known length: stop as soon as it is complete.
-            if request[0] == PORT_PLEASE2_REQ and _port2_complete(b"".join(chunks)):
+            if body[0] == PORT_PLEASE2_REQ and port2_complete(b"".join(chunks)):
                 break
         return b"".join(chunks)
     finally:
         sock.close()
 
 
-def _port2_complete(data):
+def port2_complete(data):
+    """Whether ``data`` holds a whole PORT2_RESP (EPMD may keep the connection open after it)."""
     if len(data) >= 2 and data[1] != 0:
         return True
     if len(data) < 14:
