@@ -7,7 +7,7 @@ Public API
 ==========
 ``mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=4369, dist_port=None, tls=None,
               family=None, local_node=None) -> dict``
-    Connects to every node as a hidden node (one thread each, one overall ``timeout``), asks it
+    Connects to every node as a hidden node (all at once, under one overall ``timeout``), asks it
     ``erlang:node()``, ``erlang:nodes()`` and ``erlang:nodes(hidden)`` and returns::
 
         per_node       {node: {reachable, name, connected, hidden, reason, message}}
@@ -34,21 +34,36 @@ Public API
 ``diagnosis(report)``
     One line ``node: reason: message`` per node whose reason is not ``ok`` (a list of str).
 
+Plain TCP nodes are asked from one thread: a ``selectors`` loop over non-blocking sockets runs every
+host's EPMD lookup, every handshake and every query at once with the sans-IO core of ``erl_dist`` (a
+thread per node would double the CPU time of a report, which on a small host is its wall time too). TLS
+nodes are asked with the blocking client, a thread each.
+
 Verification is read-only: the client is hidden and only calls ``erlang:node/0`` and ``erlang:nodes/0,1``.
 """
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import threading
+import errno
+import os
+import selectors
+import socket
 import time
 
 from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import (
     EPMD_DEFAULT_PORT,
+    MAX_EPMD_REPLY,
+    NAMES_REQ,
+    ConnectionClosed,
     Deadline,
     DistError,
     DistTimeout,
+    EpmdUnreachable,
     names as epmd_names,
+    parse_names,
+    request as epmd_request,
+    resolve,
 )
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_term import Atom
 
@@ -81,6 +96,7 @@ def _entry(reachable, reason, message, name=None, connected=None, hidden=None):
 
 def _registries(hosts, deadline, epmd_port, family):
     """NAMES of every host's EPMD, in parallel: {host: dict of names or DistError}."""
+    import threading  # the TLS path only: plain nodes are asked from one thread
     registries = {}
 
     def ask(host):
@@ -115,24 +131,34 @@ def _epmd_failure(node, host, alive, registry, epmd_port):
 
 
 def _ask(node, cookie, deadline, dist_port, conn_args, local_names):
-    """Connect to one node and ask its view; returns a per-node entry."""
+    """Connect to one node with the blocking client and ask its view; returns a per-node entry."""
     try:
         with erl_dist.connect(node, cookie, deadline=deadline, dist_port=dist_port, **conn_args) as conn:
             own, visible, hidden = conn.rpc_many(QUERIES, deadline=deadline)
             local_names.add(conn.local_node)
-    except erl_dist.NameMismatch as exc:
-        return _entry(False, exc.reason, str(exc).rstrip(".") + ".", name=exc.actual)
-    except DistTimeout:
-        return _entry(False, "timeout", "%s did not complete the connection and query within the time budget." % node)
     except DistError as exc:
-        if exc.reason == "dist_port_unreachable":
-            message = ("nothing accepts connections on the distribution port of %s (%s): the node is stopping, "
-                       "hung, or a firewall blocks the port." % (node, exc))
-        else:
-            message = str(exc).rstrip(".") + "."
-            if node not in message:
-                message = "%s: %s" % (node, message)
-        return _entry(False, exc.reason, message)
+        return _error_entry(node, exc)
+    return _answer_entry(node, own, visible, hidden)
+
+
+def _error_entry(node, exc):
+    """The entry of a node that could not be asked, from the ``DistError`` that stopped us."""
+    if isinstance(exc, erl_dist.NameMismatch):
+        return _entry(False, exc.reason, str(exc).rstrip(".") + ".", name=exc.actual)
+    if isinstance(exc, DistTimeout):
+        return _entry(False, "timeout", "%s did not complete the connection and query within the time budget." % node)
+    if exc.reason == "dist_port_unreachable":
+        message = ("nothing accepts connections on the distribution port of %s (%s): the node is stopping, "
+                   "hung, or a firewall blocks the port." % (node, exc))
+    else:
+        message = str(exc).rstrip(".") + "."
+        if node not in message:
+            message = "%s: %s" % (node, message)
+    return _entry(False, exc.reason, message)
+
+
+def _answer_entry(node, own, visible, hidden):
+    """The entry of a node that answered erlang:node/0 and erlang:nodes/0,1 (checked: a peer may send anything)."""
     if not (isinstance(own, str) and _is_name_list(visible) and _is_name_list(hidden)):
         return _entry(False, "protocol_error", "%s answered erlang:node/0 and erlang:nodes/0,1 with something "
                       "that is not node names." % node)
@@ -142,6 +168,307 @@ def _ask(node, cookie, deadline, dist_port, conn_args, local_names):
 
 def _is_name_list(value):
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# ------------------------------------------------------------------------------ single-threaded driver
+class _Channel:
+    """One non-blocking socket of the driver: connects (trying each address in turn), then sends and reads.
+
+    Subclasses say what to send once connected (``on_connected``), what to answer to received bytes
+    (``on_data``) and what a hang-up means (``on_eof``); they set ``finished`` when their work is done.
+    """
+
+    reason = "epmd_unreachable"
+
+    def __init__(self, host, port, addresses):
+        self.host = host
+        self.port = port
+        self.addresses = list(addresses)
+        self.sock = None
+        self.connecting = False
+        self.outgoing = b""
+        self.finished = False
+        self.retry = False  # the connect failed: the driver moves on to the next address
+        self.last_error = None
+
+    def connect_next(self):
+        """Start connecting to the next address; raises ``DistError`` when none is left."""
+        self.retry = False
+        self.close()
+        while self.addresses:
+            fam, kind, proto, addr = self.addresses.pop(0)
+            sock = socket.socket(fam, kind, proto)
+            sock.setblocking(False)
+            err = sock.connect_ex(addr)
+            if err in (0, errno.EINPROGRESS):
+                self.sock = sock
+                self.connecting = True
+                return
+            sock.close()
+            self.last_error = os.strerror(err)
+        raise DistError("cannot connect to %s port %d: %s" % (self.host, self.port, self.last_error), self.reason)
+
+    def events(self):
+        if self.connecting:
+            return selectors.EVENT_WRITE
+        return selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outgoing else 0)
+
+    def handle(self, mask):
+        if self.connecting:
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.last_error = os.strerror(err)
+                self.retry = True
+                return
+            self.connecting = False
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.outgoing += self.on_connected()
+        elif mask & selectors.EVENT_READ:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.on_eof(exc)
+                return
+            if not data:
+                self.on_eof(None)
+                return
+            self.outgoing += self.on_data(data)
+        if self.outgoing and not self.finished:
+            try:
+                sent = self.sock.send(self.outgoing)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.on_eof(exc)
+                return
+            self.outgoing = self.outgoing[sent:]
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def on_connected(self):
+        raise NotImplementedError
+
+    def on_data(self, data):
+        raise NotImplementedError
+
+    def on_eof(self, error):
+        raise NotImplementedError
+
+
+class _NamesLookup(_Channel):
+    """EPMD NAMES of one host: ``registry`` is the ``{alive: port}`` answer once ``finished``."""
+
+    def __init__(self, host, port, addresses):
+        super(_NamesLookup, self).__init__(host, port, addresses)
+        self.answer = b""
+        self.registry = None
+
+    def on_connected(self):
+        return epmd_request(bytes([NAMES_REQ]))
+
+    def on_data(self, data):
+        self.answer += data
+        if len(self.answer) > MAX_EPMD_REPLY:
+            raise EpmdUnreachable("EPMD on %s port %d sent an oversized answer" % (self.host, self.port))
+        return b""
+
+    def on_eof(self, error):
+        if error is not None:
+            raise EpmdUnreachable("EPMD on %s port %d reset the connection: %s" % (self.host, self.port, error))
+        self.registry = parse_names(self.answer)
+        self.finished = True
+
+
+class _NodeQuery(_Channel):
+    """Handshake with one node, then the ``QUERIES`` through ``rex``: ``answers`` once ``finished``."""
+
+    reason = "dist_port_unreachable"
+
+    def __init__(self, node, port, addresses, cookie, local_node):
+        super(_NodeQuery, self).__init__(erl_dist.split_node(node)[1], port, addresses)
+        entropy = erl_dist.Entropy()
+        self.node = node
+        self.local_node = local_node or erl_dist.local_name_for(node, entropy)
+        self.entropy = entropy
+        self.handshake = erl_dist.Handshake(node, cookie, self.local_node, entropy.creation, entropy.challenge)
+        self.session = None
+        self.refs = None
+        self.answers = None
+
+    def on_connected(self):
+        return self.handshake.start()
+
+    def on_data(self, data):
+        if self.session is None:
+            reply = self.handshake.feed(data)
+            if not self.handshake.done:
+                return reply
+            self.session = erl_dist.Session(self.local_node, self.node, self.entropy.creation, self.entropy.ref_seed)
+            requests, self.refs = self.session.gen_calls("rex", [erl_dist.rpc_request(*query) for query in QUERIES])
+            data = self.handshake.rest
+            reply += requests
+        else:
+            reply = b""
+        session = self.session
+        session.feed(data)
+        while True:
+            received = session.next_message()
+            if received is None:
+                break
+            session.collect(received[1])
+        reply += session.take_outgoing()
+        if session.has_replies(self.refs):
+            self.answers = erl_dist.check_rpc_results(QUERIES, session.pop_replies(self.refs), self.node)
+            self.finished = True
+        return reply
+
+    def on_eof(self, error):
+        if self.session is None:
+            raise self.handshake.closed()
+        raise ConnectionClosed("%s closed the connection before answering our queries" % self.node)
+
+
+class _TlsProbe:
+    """After a plain-TCP hang-up on our name: does the port speak TLS? Run in a thread, it can take 0.5 s."""
+
+    def __init__(self, node, port, family, deadline, closed):
+        import threading  # only this rare diagnosis needs a thread
+        self.node = node
+        self.closed = closed
+        self.speaks_tls = False
+        host = erl_dist.split_node(node)[1]
+        self.thread = threading.Thread(target=self._run, args=(host, port, family, deadline), daemon=True)
+        self.thread.start()
+
+    def _run(self, host, port, family, deadline):
+        try:
+            self.speaks_tls = erl_dist.speaks_tls(host, port, deadline, family)
+        except DistError:
+            self.speaks_tls = False
+
+    def entry(self):
+        return _error_entry(self.node, erl_dist.tls_required(self.node) if self.speaks_tls else self.closed)
+
+
+def _replace_port(addresses, port):
+    return [(fam, kind, proto, addr[:1] + (port,) + addr[2:]) for fam, kind, proto, dummy, addr in addresses]
+
+
+def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, family, local_node):
+    """Every node's entry, from one thread: EPMD lookups, handshakes and queries interleaved on a selector."""
+    per_node = {}
+    local_names = set()
+    selector = selectors.DefaultSelector()
+    resolved = {}
+    probes = []
+    waiting = {}  # host -> nodes waiting for that host's EPMD answer
+
+    def addresses(host, port, reason):
+        if host not in resolved:
+            try:
+                resolved[host] = resolve(host, 0, deadline, family, reason)
+            except DistError as exc:
+                resolved[host] = exc
+        found = resolved[host]
+        if isinstance(found, DistError):
+            raise DistError(str(found), reason)
+        return _replace_port(found, port)
+
+    def watch(channel):
+        channel.connect_next()
+        selector.register(channel.sock, channel.events(), channel)
+
+    def drop(channel):
+        if channel.sock is not None and channel.sock in selector.get_map():
+            selector.unregister(channel.sock)
+        channel.close()
+
+    def start_query(node, port):
+        try:
+            watch(_NodeQuery(node, port, addresses(split[node][1], port, "dist_port_unreachable"), cookie, local_node))
+        except DistError as exc:
+            per_node[node] = _error_entry(node, exc)
+
+    def finish(channel, error=None):
+        """Record what a channel ended with, and start the queries a finished EPMD lookup allows."""
+        if isinstance(channel, _NamesLookup):
+            registry = channel.registry if error is None else error
+            for node in waiting.pop(channel.host):
+                alive = split[node][0]
+                failure = _epmd_failure(node, channel.host, alive, registry, epmd_port)
+                if failure:
+                    per_node[node] = failure
+                else:
+                    start_query(node, registry[alive])
+        elif error is None:
+            local_names.add(channel.local_node)
+            own, visible, hidden = channel.answers
+            per_node[channel.node] = _answer_entry(channel.node, own, visible, hidden)
+        elif isinstance(error, erl_dist.ClosedBeforeStatus):
+            probes.append(_TlsProbe(channel.node, channel.port, family, deadline, error))
+        else:
+            per_node[channel.node] = _error_entry(channel.node, error)
+
+    try:
+        if dist_port is None:
+            for node in nodes:
+                waiting.setdefault(split[node][1], []).append(node)
+            for host in sorted(waiting):
+                lookup = _NamesLookup(host, epmd_port, [])
+                try:
+                    lookup.addresses = addresses(host, epmd_port, "epmd_unreachable")
+                    watch(lookup)
+                except DistError as exc:
+                    finish(lookup, exc)
+        else:
+            for node in nodes:
+                start_query(node, dist_port)
+        while selector.get_map() or probes:
+            left = deadline.end - time.monotonic()
+            if left <= 0:
+                break
+            # A probe thread cannot wake the selector: look at it every 20 ms while one runs.
+            for key, mask in selector.select(min(left, 0.02) if probes else left):
+                channel = key.data
+                try:
+                    channel.handle(mask)
+                    if channel.retry:
+                        selector.unregister(channel.sock)
+                        watch(channel)
+                except DistError as exc:
+                    drop(channel)
+                    finish(channel, exc)
+                    continue
+                except Exception as exc:  # pylint: disable=broad-except
+                    # A peer must never be able to crash the report: whatever it did is that node's result.
+                    drop(channel)
+                    finish(channel, DistError("talking to %s failed unexpectedly: %s: %s" % (
+                        getattr(channel, "node", None) or "EPMD on %s" % channel.host, type(exc).__name__, exc),
+                        "protocol_error"))
+                    continue
+                if channel.finished:
+                    drop(channel)
+                    finish(channel)
+                elif channel.events() != key.events:
+                    selector.modify(channel.sock, channel.events(), channel)
+            for probe in [p for p in probes if not p.thread.is_alive()]:
+                probes.remove(probe)
+                per_node[probe.node] = probe.entry()
+    finally:
+        for key in list(selector.get_map().values()):
+            key.data.close()
+        selector.close()
+    for probe in probes:  # out of time: what is known is that the node hung up on our name
+        per_node[probe.node] = _error_entry(probe.node, probe.closed)
+    for host, stranded in waiting.items():
+        for node in stranded:
+            per_node[node] = _epmd_failure(node, host, split[node][0], None, epmd_port)
+    return per_node, local_names
 
 
 def _components(members, linked):
@@ -226,19 +553,13 @@ def analyse(nodes, per_node, expected=None):
             "unreachable": unreachable, "unlisted": unlisted}
 
 
-def mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=EPMD_DEFAULT_PORT, dist_port=None, tls=None,
-                family=None, local_node=None):
-    """Ask every node what it is connected to; see the module docstring for the result."""
-    started = time.monotonic()
-    nodes = validate_nodes(nodes)
-    if not isinstance(cookie, str):
-        raise ValueError("cookie must be a string")
-    deadline = Deadline(timeout)
-    split = dict((n, erl_dist.split_node(n)) for n in nodes)
+def _ask_all_threaded(nodes, split, cookie, deadline, epmd_port, dist_port, conn_args):
+    """Every node's entry from the blocking client, a thread each (the TLS path)."""
+    import threading  # the TLS path only: plain nodes are asked from one thread
     registries = {}
     if dist_port is None:
-        registries = _registries(sorted(set(h for _a, h in split.values())), deadline, epmd_port, family)
-    conn_args = {"tls": tls, "family": family, "local_node": local_node}
+        registries = _registries(sorted(set(h for dummy, h in split.values())), deadline, epmd_port,
+                                 conn_args["family"])
     local_names = set()
     per_node = {}
 
@@ -264,6 +585,24 @@ def mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=EPMD_DEFAUL
         thread.start()
     for thread in threads:
         thread.join(max(0.0, deadline.end - time.monotonic()) + JOIN_GRACE)
+    return dict(per_node), local_names
+
+
+def mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=EPMD_DEFAULT_PORT, dist_port=None, tls=None,
+                family=None, local_node=None):
+    """Ask every node what it is connected to; see the module docstring for the result."""
+    started = time.monotonic()
+    nodes = validate_nodes(nodes)
+    if not isinstance(cookie, str):
+        raise ValueError("cookie must be a string")
+    deadline = Deadline(timeout)
+    split = dict((n, erl_dist.split_node(n)) for n in nodes)
+    if tls is None:
+        per_node, local_names = _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, family,
+                                                     local_node)
+    else:
+        per_node, local_names = _ask_all_threaded(nodes, split, cookie, deadline, epmd_port, dist_port,
+                                                  {"tls": tls, "family": family, "local_node": local_node})
     answers = {}
     for node in nodes:  # in the order given; a straggler thread may still write into per_node
         if node in per_node:
