@@ -4,7 +4,7 @@
 #   bash scripts/test.sh            all steps
 #   bash scripts/test.sh unit lint  only the named steps (unit integration sanity lint galaxy molecule)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 REPO=$(pwd)
 WORK=${BEAMOPS_TEST_WORK:-/tmp/beamops-test}
 ALL_STEPS=(unit sanity lint galaxy integration molecule)
@@ -56,25 +56,33 @@ step_lint() {
 }
 
 step_galaxy() {
-  local out="$WORK/galaxy"
+  local out="$WORK/galaxy" inv="$WORK/galaxy/inventory.yml" installed f m
   rm -rf "$out" && mkdir -p "$out/collections"
   ansible-galaxy collection build --force --output-path "$out" . || return 1
-  ansible-galaxy collection install --offline -p "$out/collections" "$out"/beamops-cluster-*.tar.gz || return 1
+  ansible-galaxy collection install --force --offline -p "$out/collections" "$out"/beamops-cluster-*.tar.gz || return 1
+  installed="$out/collections/ansible_collections/beamops/cluster"
+  [ -f "$installed/MANIFEST.json" ] || { echo "the tarball did not install into $out/collections"; return 1; }
   # From here on, only the installed tarball is on the collections path.
-  ( export ANSIBLE_COLLECTIONS_PATH="$out/collections"
-    set -e
-    for f in "$out"/collections/ansible_collections/beamops/cluster/plugins/modules/*.py; do
-      m=$(basename "$f" .py)
-      ansible-doc "beamops.cluster.$m" >/dev/null
-      echo "ansible-doc renders beamops.cluster.$m"
-    done
-    inv="$out/inventory.yml"
-    ansible-playbook beamops.cluster.lab_up -e lab_name=galaxylab -e lab_network=198.18.9.0/24 -e lab_hosts=1 -e lab_inventory="$inv"
-    ansible -i "$inv" lab -m ansible.builtin.ping
-    ansible-playbook beamops.cluster.lab_down -e lab_name=galaxylab )
+  # (if-tested functions ignore set -e, hence the explicit returns)
+  ANSIBLE_COLLECTIONS_PATH="$out/collections" galaxy_checks "$installed" "$inv"
   local rc=$?
-  [ $rc -eq 0 ] || ANSIBLE_COLLECTIONS_PATH="$out/collections" ansible-playbook beamops.cluster.lab_down -e lab_name=galaxylab >/dev/null 2>&1
+  ANSIBLE_COLLECTIONS_PATH="$out/collections" ansible-playbook beamops.cluster.lab_down -e lab_name=galaxylab >/dev/null 2>&1
   return $rc
+}
+
+galaxy_checks() {
+  local installed=$1 inv=$2 count=0
+  for f in "$installed"/plugins/modules/*.py; do
+    m=$(basename "$f" .py)
+    ansible-doc "beamops.cluster.$m" > "$WORK/ansible-doc.out" 2>&1 || { cat "$WORK/ansible-doc.out"; return 1; }
+    grep -q "^> MODULE beamops.cluster.$m" "$WORK/ansible-doc.out" || { echo "ansible-doc did not render beamops.cluster.$m"; cat "$WORK/ansible-doc.out"; return 1; }
+    echo "ansible-doc renders beamops.cluster.$m"
+    count=$((count + 1))
+  done
+  [ "$count" -gt 0 ] || { echo "no modules in the installed collection"; return 1; }
+  ansible-playbook beamops.cluster.lab_up -e lab_name=galaxylab -e lab_network=198.19.9.0/24 -e lab_hosts=1 \
+    -e lab_inventory="$inv" || return 1
+  ansible -i "$inv" lab -m ansible.builtin.ping || return 1
 }
 
 step_molecule() {
