@@ -11,7 +11,7 @@ ALL_STEPS=(unit sanity lint galaxy integration molecule)
 STEPS=("$@"); [ ${#STEPS[@]} -gt 0 ] || STEPS=("${ALL_STEPS[@]}")
 
 bash scripts/bootstrap.sh || { echo "bootstrap failed"; exit 1; }
-export PATH="$REPO/.venv/bin:$PATH" ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+export PATH="$REPO/.venv/bin:$PATH" ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
 export ANSIBLE_COLLECTIONS_PATH="$REPO/tests/output/collections"
 mkdir -p "$WORK" "$ANSIBLE_COLLECTIONS_PATH/ansible_collections/beamops"
 ln -sfn "$REPO" "$ANSIBLE_COLLECTIONS_PATH/ansible_collections/beamops/cluster"
