@@ -117,8 +117,11 @@ def resolve(host, port, deadline, family=None, reason="epmd_unreachable"):
     # Bracketed IPv6 literals are how people write them in URLs and node names.
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    # An ASCII name goes as bytes: a str is run through the idna codec, whose import (stringprep,
+    # unicodedata, re) costs a fresh process about 2 ms.
+    name = host.encode("ascii") if host.isascii() else host
     try:
-        return socket.getaddrinfo(host, port, _families(family), socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        return socket.getaddrinfo(name, port, _families(family), socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise DistError("cannot resolve host %s: %s" % (host, exc), reason)
 
