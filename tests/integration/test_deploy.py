@@ -190,3 +190,21 @@ def test_bad_input_fails_in_preflight_and_changes_nothing(lab, override, expecte
     assert "changed: [" not in run.out
     after = {h: service_state(h) for h in HOSTS}
     assert after == before
+
+
+def test_epmdless_single_port_distribution(lab):
+    """Redeploy with release_epmdless: nodes listen on one fixed port, dial peers there, and need no EPMD."""
+    try:
+        run = playbook("deploy_vms", *(base_vars(lab, service_state(HOSTS[0])["current"]) + ["release_epmdless=true"]))
+        assert "full mesh: True; 3 of 3 nodes answered" in run.out
+        report = mesh_report(NODES, COOKIE, timeout=5.0, dist_port=9100)
+        assert report["full_mesh"], report
+        for host in HOSTS:
+            args = ssh(host, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value meshprobe)/cmdline")
+            assert "-erl_epmd_port 9100" in args and "inet_dist_listen_max 9100" in args
+            # the node is not registered in EPMD: only the fixed port makes it reachable
+            names = ssh(host, "/usr/local/lib/beamops/epmd -names || true")
+            assert "name meshprobe " not in names, names
+    finally:
+        playbook("deploy_vms", *base_vars(lab, service_state(HOSTS[0])["current"]))
+    assert mesh_report(NODES, COOKIE, timeout=5.0)["full_mesh"]
