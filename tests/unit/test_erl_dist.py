@@ -1,5 +1,6 @@
 """The distribution client against real OTP 25 and OTP 28 nodes on loopback."""
 import socket
+import struct
 import time
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 import beamnodes
 import fakepeer
 import otp
-from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist, erl_epmd
+from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist, erl_epmd, erl_mesh, erl_term
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_term import Atom, Pid
 
 RUNTIMES = otp.runtimes()
@@ -189,6 +190,9 @@ def test_ipv6_node(tmp_path, release):
             assert conn.sock.family == socket.AF_INET6
             assert conn.rpc("erlang", "node", []) == spec.node
             assert conn.local_node.endswith("@::1")
+        # The report's non-blocking driver dials the same IPv6 node (EPMD and distribution port over ::1).
+        entry = erl_mesh.mesh_report([spec.node], spec.cookie, timeout=5, family="inet6")["per_node"][spec.node]
+        assert entry["reachable"] is True and entry["name"] == spec.node, entry
     finally:
         beamnodes.stop_nodes(started)
 
@@ -286,3 +290,126 @@ def test_fixed_local_name_replaces_its_stale_connection(nodes, release):
             assert node.hidden() == [local]
             with pytest.raises(erl_epmd.ConnectionClosed):
                 first.rpc("erlang", "node", [], timeout=2)
+
+
+# ---------------------------------------------------------------- the sans-IO core, fed with bytes built here
+# from the documented wire formats (no sockets: the state machines take bytes and return bytes).
+PEER = "peer@127.0.0.1"
+LOCAL = "verifier_x@127.0.0.1"
+
+
+def handshake_frame(body):
+    return struct.pack(">H", len(body)) + body
+
+
+def challenge_body(name=PEER, challenge=0xDEADBEEF, nlen=None):
+    raw = name.encode()
+    return b"N" + struct.pack(">QIIH", erl_dist.CLIENT_FLAGS, challenge, 5, len(raw) if nlen is None else nlen) + raw
+
+
+def dist_frame(control, message=None):
+    body = bytes([112]) + erl_term.encode(control) + (b"" if message is None else erl_term.encode(message))
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_handshake_state_machine_whatever_the_chunking(chunk):
+    state = erl_dist.Handshake(PEER, "cookie", LOCAL, 7, 0x01020304)
+    sent = state.start()
+    assert sent[2:3] == b"N" and sent.endswith(LOCAL.encode())
+    assert struct.unpack(">QIH", sent[3:17]) == (erl_dist.CLIENT_FLAGS, 7, len(LOCAL))
+    tick = b"\x00\x00\x00\x00"
+    ack = handshake_frame(b"a" + erl_dist.digest(0x01020304, "cookie"))
+    stream = handshake_frame(b"sok") + handshake_frame(challenge_body()) + ack + tick
+    replies, fed = b"", 0
+    while not state.done:
+        assert fed < len(stream)
+        replies += state.feed(stream[fed:fed + chunk])
+        fed += chunk
+    assert state.peer_name == PEER and state.peer_flags == erl_dist.CLIENT_FLAGS
+    # Our reply carries our challenge and the digest of theirs; what followed the ack is kept for the session.
+    assert replies == handshake_frame(b"r" + struct.pack(">I", 0x01020304) + erl_dist.digest(0xDEADBEEF, "cookie"))
+    assert state.rest + stream[fed:] == tick
+
+
+def test_handshake_answers_alive_and_checks_the_ack():
+    state = erl_dist.Handshake(PEER, "cookie", LOCAL, 7, 42)
+    assert state.feed(handshake_frame(b"salive")) == handshake_frame(b"strue")
+    assert state.feed(handshake_frame(challenge_body()))[2:3] == b"r"
+    with pytest.raises(erl_dist.CookieRejected):
+        state.feed(handshake_frame(b"a" + erl_dist.digest(43, "cookie")))
+
+
+def test_challenge_name_running_past_its_frame_is_a_protocol_error():
+    with pytest.raises(erl_dist.ProtocolError) as err:
+        erl_dist.parse_challenge(challenge_body(nlen=200), PEER)
+    assert "runs past the end" in str(err.value)
+    state = erl_dist.Handshake(PEER, "cookie", LOCAL, 7, 42)
+    state.feed(handshake_frame(b"sok"))
+    with pytest.raises(erl_dist.ProtocolError):
+        state.feed(handshake_frame(challenge_body(nlen=200)))
+
+
+def test_challenge_from_another_name_is_a_name_mismatch():
+    with pytest.raises(erl_dist.NameMismatch) as err:
+        erl_dist.parse_challenge(challenge_body(name="peer@otherhost"), PEER)
+    assert err.value.actual == "peer@otherhost" and "short names" in str(err.value)
+
+
+@pytest.mark.parametrize("received, maybe_tls", [
+    (b"", True),  # what a TLS listener does with our name frame
+    (b"\x15\x03\x03\x00\x02", True),  # a TLS alert record
+    (b"\x00\x0asok", False),  # a status frame cut short: not TLS, so no TLS probe
+])
+def test_hang_up_before_the_status_is_told_apart(received, maybe_tls):
+    state = erl_dist.Handshake(PEER, "cookie", LOCAL, 7, 42)
+    state.feed(received)
+    error = state.closed()
+    # connect() probes for TLS only after a ClosedBeforeStatus.
+    assert isinstance(error, erl_dist.ClosedBeforeStatus) is maybe_tls and error.reason == "connection_closed"
+    if received.startswith(b"\x00"):
+        assert "middle of its status frame" in str(error)
+
+
+def test_hang_up_after_the_status_and_after_the_reply():
+    state = erl_dist.Handshake(PEER, "cookie", LOCAL, 7, 42)
+    state.feed(handshake_frame(b"sok"))
+    assert state.closed().reason == "connection_closed"
+    state.feed(handshake_frame(challenge_body()))
+    assert state.closed().reason == "cookie_rejected"
+
+
+def test_session_splits_frames_answers_ticks_and_unlink_id():
+    session = erl_dist.Session(LOCAL, PEER, 7, (1, 2))
+    data, refs = session.gen_calls("rex", [erl_dist.rpc_request("erlang", "nodes", [])])
+    assert len(refs) == 1 and data[4] == 112
+    peer_pid = Pid(Atom(PEER), 9, 0, 5)
+    unlink = (35, 77, peer_pid, session.pid)
+    reply = dist_frame((2, Atom(""), session.pid), (refs[0], [Atom("a@h")]))
+    stream = b"\x00\x00\x00\x00" + dist_frame(unlink) + reply
+    # Everything but the last byte: no message yet, but the tick and UNLINK_ID are answered already.
+    session.feed(stream[:-1])
+    assert session.next_message() is None
+    assert session.take_outgoing() == b"\x00\x00\x00\x00" + dist_frame((36, 77, session.pid, peer_pid))
+    assert session.ticks_answered == 1 and session.unlinks_acked == 1
+    session.feed(stream[-1:])
+    control, message = session.next_message()
+    session.collect(message)
+    assert session.has_replies(refs) and session.pop_replies(refs) == [[Atom("a@h")]]
+    assert session.next_message() is None and session.take_outgoing() == b""
+
+
+def test_session_refuses_an_oversized_frame_from_its_length_alone():
+    session = erl_dist.Session(LOCAL, PEER, 7, (1, 2), max_frame=1024)
+    session.feed(struct.pack(">I", 1025))
+    with pytest.raises(erl_dist.ProtocolError) as err:
+        session.next_message()
+    assert "1025-byte frame" in str(err.value)
+
+
+def test_badrpc_among_results_raises_rpc_error():
+    calls = [("erlang", "node", []), ("erlang", "nodes", [])]
+    assert erl_dist.check_rpc_results(calls, [Atom("a@h"), []], PEER) == [Atom("a@h"), []]
+    with pytest.raises(erl_dist.RpcError) as err:
+        erl_dist.check_rpc_results(calls, [Atom("a@h"), (Atom("badrpc"), Atom("nodedown"))], PEER)
+    assert "erlang:nodes/0 failed on %s: nodedown" % PEER in str(err.value)
