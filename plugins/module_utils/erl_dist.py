@@ -366,6 +366,11 @@ class Handshake:
     def done(self):
         return self.step == "done"
 
+    @property
+    def replied(self):
+        """Our challenge reply is out (what follows it is read by the node only if it accepts the reply)."""
+        return self.step in ("ack", "done")
+
     def start(self):
         return frame(build_send_name(self.local_node, self.creation), self.header)
 

@@ -289,8 +289,8 @@ class _NodeQuery(_Channel):
 
     reason = "dist_port_unreachable"
 
-    def __init__(self, node, port, addresses, cookie, local_node):
-        super(_NodeQuery, self).__init__(erl_dist.split_node(node)[1], port, addresses)
+    def __init__(self, node, host, port, addresses, cookie, local_node):
+        super(_NodeQuery, self).__init__(host, port, addresses)
         entropy = erl_dist.Entropy()
         self.node = node
         self.local_node = local_node or erl_dist.local_name_for(node, entropy)
@@ -307,7 +307,7 @@ class _NodeQuery(_Channel):
         reply = b""
         if not self.handshake.done:
             reply = self.handshake.feed(data)
-            if self.session is None and self.handshake.step == "ack":
+            if self.session is None and self.handshake.replied:
                 # The queries ride with our challenge reply instead of waiting for the ack: one round trip less
                 # through a busy node (about 7 % of a 50-node report here). The node reads them only after it
                 # has accepted the reply; one that rejects it closes the connection with them unread.
@@ -340,12 +340,11 @@ class _NodeQuery(_Channel):
 class _TlsProbe:
     """After a plain-TCP hang-up on our name: does the port speak TLS? Run in a thread, it can take 0.5 s."""
 
-    def __init__(self, node, port, family, deadline, closed):
+    def __init__(self, node, host, port, family, deadline, closed):
         import threading  # only this rare diagnosis needs a thread
         self.node = node
         self.closed = closed
         self.speaks_tls = False
-        host = erl_dist.split_node(node)[1]
         self.thread = threading.Thread(target=self._run, args=(host, port, family, deadline), daemon=True)
         self.thread.start()
 
@@ -394,7 +393,8 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
 
     def start_query(node, port):
         try:
-            watch(_NodeQuery(node, port, addresses(split[node][1], port, "dist_port_unreachable"), cookie, local_node))
+            host = split[node][1]
+            watch(_NodeQuery(node, host, port, addresses(host, port, "dist_port_unreachable"), cookie, local_node))
         except DistError as exc:
             per_node[node] = _error_entry(node, exc)
 
@@ -414,7 +414,7 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
             own, visible, hidden = channel.answers
             per_node[channel.node] = _answer_entry(channel.node, own, visible, hidden)
         elif isinstance(error, erl_dist.ClosedBeforeStatus):
-            probes.append(_TlsProbe(channel.node, channel.port, family, deadline, error))
+            probes.append(_TlsProbe(channel.node, channel.host, channel.port, family, deadline, error))
         else:
             per_node[channel.node] = _error_entry(channel.node, error)
 
