@@ -44,6 +44,7 @@ Verification is read-only: the client is hidden and only calls ``erlang:node/0``
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import collections
 import errno
 import os
 import selectors
@@ -72,6 +73,10 @@ QUERIES = [("erlang", "node", []), ("erlang", "nodes", []), ("erlang", "nodes", 
 # A thread that overruns the deadline (it cannot: every socket call takes its timeout from it) is
 # still given this long to report before it is counted as timed out.
 JOIN_GRACE = 0.25
+
+# Sockets the report keeps open at once: a long node list waits its turn instead of running out of file
+# descriptors (often 1024 a process).
+MAX_SOCKETS = 256
 
 
 def validate_nodes(nodes):
@@ -197,9 +202,17 @@ class _Channel:
         self.close()
         while self.addresses:
             fam, kind, proto, addr = self.addresses.pop(0)
-            sock = socket.socket(fam, kind, proto)
+            try:
+                # Out of file descriptors (a very large node list) is that node's error, not the report's.
+                sock = socket.socket(fam, kind, proto)
+            except OSError as exc:
+                self.last_error = exc.strerror or str(exc)
+                continue
             sock.setblocking(False)
-            err = sock.connect_ex(addr)
+            try:
+                err = sock.connect_ex(addr)
+            except OSError as exc:
+                err = exc.errno or errno.EINVAL
             if err in (0, errno.EINPROGRESS):
                 self.sock = sock
                 self.connecting = True
@@ -370,6 +383,7 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
     resolved = {}
     probes = []
     waiting = {}  # host -> nodes waiting for that host's EPMD answer
+    queued = collections.deque()  # (node, port) waiting for a socket of their own
 
     def addresses(host, port, reason):
         if host not in resolved:
@@ -392,11 +406,18 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
         channel.close()
 
     def start_query(node, port):
-        try:
-            host = split[node][1]
-            watch(_NodeQuery(node, host, port, addresses(host, port, "dist_port_unreachable"), cookie, local_node))
-        except DistError as exc:
-            per_node[node] = _error_entry(node, exc)
+        queued.append((node, port))
+        start_queued()
+
+    def start_queued():
+        while queued and len(selector.get_map()) < MAX_SOCKETS:
+            node, port = queued.popleft()
+            try:
+                host = split[node][1]
+                watch(_NodeQuery(node, host, port, addresses(host, port, "dist_port_unreachable"), cookie,
+                                 local_node))
+            except DistError as exc:
+                per_node[node] = _error_entry(node, exc)
 
     def finish(channel, error=None):
         """Record what a channel ended with, and start the queries a finished EPMD lookup allows."""
@@ -460,6 +481,7 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
                     finish(channel)
                 elif channel.events() != key.events:
                     selector.modify(channel.sock, channel.events(), channel)
+            start_queued()
             for probe in [p for p in probes if not p.thread.is_alive()]:
                 probes.remove(probe)
                 per_node[probe.node] = probe.entry()

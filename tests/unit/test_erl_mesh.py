@@ -93,6 +93,16 @@ def test_full_mesh(cluster, release):
 
 
 @pytest.mark.parametrize("release", RELEASES)
+def test_nodes_beyond_the_socket_cap_wait_their_turn(cluster, release, monkeypatch):
+    # A long node list keeps at most MAX_SOCKETS sockets open; with the cap at 2 every node is still asked.
+    monkeypatch.setattr(erl_mesh, "MAX_SOCKETS", 2)
+    nodes = cluster[(release, "mesh")]
+    result = report(nodes)
+    assert result["full_mesh"] is True
+    assert all(entry["reason"] == "ok" for entry in result["per_node"].values())
+
+
+@pytest.mark.parametrize("release", RELEASES)
 def test_verification_leaves_every_node_as_it_was(cluster, release):
     everyone = [n for key, group in cluster.items() if key[0] == release for n in group]
     before = dict((n.name, (n.visible(), n.hidden())) for n in everyone)
