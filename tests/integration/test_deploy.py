@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import mesh_report
+from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import mesh_report, wait_for_mesh
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB = "itdeploy"
@@ -172,8 +172,10 @@ def test_kill_9_is_restarted_by_systemd_and_mesh_heals(lab):
     (["release_src=/nonexistent/meshprobe.tar.gz"], "release_src '/nonexistent/meshprobe.tar.gz' does not exist"),
     (["release_checksum=sha256:" + "0" * 64], "Checksum mismatch"),
     (["release_name=otherapp"], "has no bin/otherapp"),
-    (["release_strategy=dnspoll", 'release_discovery={"query": "itdeploy.lab.test"}', "release_node_host=fqdn"], "release_node_host"),
-    (['release_discovery={"hosts": ["meshprobe@198.18.7.11"]}'], "release_discovery.hosts"),
+    (['{"release_strategy": "dnspoll", "release_discovery": {"query": "itdeploy.lab.test"}, "release_node_host": "fqdn"}'],
+     "release_node_host dnspoll dials"),
+    (['{"release_discovery": {"hosts": ["meshprobe@198.18.7.11"]}}'], "release_discovery.hosts lists"),
+    (["release_discovery=query"], "release_discovery must be a dict"),
     (["release_src=OLD"], "is a downgrade. Set release_force=true"),
 ])
 def test_bad_input_fails_in_preflight_and_changes_nothing(lab, override, expected):
@@ -202,9 +204,18 @@ def test_epmdless_single_port_distribution(lab):
         for host in HOSTS:
             args = ssh(host, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value meshprobe)/cmdline")
             assert "-erl_epmd_port 9100" in args and "inet_dist_listen_max 9100" in args
-            # the node is not registered in EPMD: only the fixed port makes it reachable
-            names = ssh(host, "/usr/local/lib/beamops/epmd -names || true")
-            assert "name meshprobe " not in names, names
+        # Without any EPMD, a restarted node boots, dials its peers on the fixed port, and the mesh is whole again.
+        for host in HOSTS:
+            ssh(host, "systemctl stop beamops-epmd")
+        ssh(HOSTS[1], "systemctl restart meshprobe")
+        converged, report, after_ms, _attempts = wait_for_mesh(NODES, COOKIE, timeout=60.0, dist_port=9100)
+        print("\nEPMD-less: EPMD stopped on every host, %s restarted: full mesh after %s ms" % (HOSTS[1], after_ms))
+        assert converged, report
+        assert mesh_report(NODES, COOKIE, timeout=3.0)["unreachable"] == sorted(NODES)
     finally:
+        for host in HOSTS:
+            ssh(host, "systemctl start beamops-epmd")
+        for host in HOSTS:
+            ssh(host, "systemctl restart meshprobe")
         playbook("deploy_vms", *base_vars(lab, service_state(HOSTS[0])["current"]))
     assert mesh_report(NODES, COOKIE, timeout=5.0)["full_mesh"]
