@@ -214,8 +214,24 @@ def test_epmdless_single_port_distribution(lab):
         assert mesh_report(NODES, COOKIE, timeout=3.0)["unreachable"] == sorted(NODES)
     finally:
         for host in HOSTS:
-            ssh(host, "systemctl start beamops-epmd")
+            print(ssh(host, "systemctl reset-failed beamops-epmd; systemctl start beamops-epmd || systemctl status --no-pager beamops-epmd; true"))
         for host in HOSTS:
             ssh(host, "systemctl restart meshprobe")
         playbook("deploy_vms", *base_vars(lab, service_state(HOSTS[0])["current"]))
     assert mesh_report(NODES, COOKIE, timeout=5.0)["full_mesh"]
+
+
+def test_erlang_hosts_strategy_forms_and_heals_the_mesh(lab):
+    """Switch the running cluster to ErlangHosts (.hosts.erlang in the service's working directory) by a rolling deploy."""
+    version = service_state(HOSTS[0])["current"]
+    try:
+        run = playbook("deploy_vms", *(base_vars(lab, version) + ["release_strategy=erlang_hosts"]))
+        assert "full mesh: True; 3 of 3 nodes answered" in run.out
+        hosts_file = ssh(HOSTS[0], "cat /var/lib/meshprobe/.hosts.erlang")
+        assert hosts_file.splitlines() == ["'%s'." % ADDRESSES[h] for h in HOSTS]
+        ssh(HOSTS[2], "systemctl restart meshprobe")
+        converged, report, after_ms, _attempts = wait_for_mesh(NODES, COOKIE, timeout=60.0)
+        print("\nerlang_hosts: %s restarted, full mesh again after %s ms" % (HOSTS[2], after_ms))
+        assert converged, report
+    finally:
+        playbook("deploy_vms", *base_vars(lab, version))
