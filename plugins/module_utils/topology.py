@@ -350,10 +350,10 @@ def _pod_node_name(strategy, basename, options):
     if strategy == "kubernetes_dnssrv":
         return "%s@$(POD_NAME).%s.%s.svc.$(CLUSTER_DOMAIN)" % (basename, options.get("service", ""), options.get("namespace", ""))
     if strategy == "kubernetes" and options.get("mode") == "dns":
-        return "%s@$(POD_IP_DASHED).%s.pod.%s.local" % (basename, options.get("kubernetes_namespace", "$(POD_NAMESPACE)"),
-                                                         options.get("kubernetes_cluster_name", "cluster"))
+        return "%s@$(POD_IP_DASHED).%s.pod.%s.local" % (
+            basename, options.get("kubernetes_namespace", "$(POD_NAMESPACE)"), options.get("kubernetes_cluster_name", "cluster"))
     if strategy == "kubernetes" and options.get("mode") == "hostname":
-        return "%s@$(POD_NAME).%s.%s.svc.%s.local" % (basename, options.get("kubernetes_service_name", ""),
-                                                       options.get("kubernetes_namespace", "$(POD_NAMESPACE)"),
-                                                       options.get("kubernetes_cluster_name", "cluster"))
+        return "%s@$(POD_NAME).%s.%s.svc.%s.local" % (
+            basename, options.get("kubernetes_service_name", ""), options.get("kubernetes_namespace", "$(POD_NAMESPACE)"),
+            options.get("kubernetes_cluster_name", "cluster"))
     return "%s@$(POD_IP)" % basename
