@@ -15,13 +15,27 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.beamops.cluster.plugins.module_utils.topology import render
 
 
-def topology(strategy, options=None, members=None, basename=None, node_host="address"):
-    """Render the topology for ``strategy``."""
+def topology(strategy, options=None, members=None, basename=None, node_host="address", variables=None):
+    """Render the topology for ``strategy``; with ``variables``, each error also gets a ``text`` naming the caller's variable."""
     if basename is None:
         raise AnsibleFilterError("topology: the basename argument (node name part before '@') is required")
     if options is not None and not isinstance(options, dict):
         raise AnsibleFilterError("topology: options must be a dict, got %s" % type(options).__name__)
-    return render(strategy, options=options, members=members, basename=basename, node_host=node_host)
+    result = render(strategy, options=options, members=members, basename=basename, node_host=node_host)
+    if variables:
+        for error in result["errors"]:
+            error["text"] = "%s %s." % (_variable_of(error["field"], variables), error["message"])
+    return result
+
+
+def _variable_of(field, variables):
+    """Caller's name for an input field: ``options.query`` -> ``<options var>.query``, ``members.H.address`` -> ``host H: <member var>``."""
+    head, _sep, rest = field.partition(".")
+    if head == "members" and rest:
+        host, key = rest.rsplit(".", 1)
+        return "host %s: %s" % (host, variables.get("member", "%s") % key)
+    name = variables.get(head, head)
+    return "%s.%s" % (name, rest) if rest else name
 
 
 def topology_members(hosts, hostvars, address_var="release_node_address", fqdn_var="release_node_fqdn"):

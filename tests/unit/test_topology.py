@@ -129,6 +129,18 @@ def test_bad_input_names_the_field(strategy, options, node_host, members, field)
     assert result["config"] == ""
 
 
+def test_filter_words_errors_with_the_callers_variable_names():
+    from ansible_collections.beamops.cluster.plugins.filter.topology import topology
+    variables = {"strategy": "release_strategy", "options": "release_discovery", "node_host": "release_node_host",
+                 "member": "release_node_%s"}
+    result = topology("dnspoll", {"query": ""}, [dict(MEMBERS[0], fqdn="vm-1")], "shop", "fqdn", variables=variables)
+    texts = [e["text"] for e in result["errors"]]
+    assert texts[0].startswith("release_node_host dnspoll dials <basename>@<IP address from DNS>")
+    assert "release_discovery.query is required by the dnspoll strategy." in texts
+    assert any(t.startswith("host vm-1: release_node_fqdn 'vm-1' has no dot") for t in texts)
+    assert "text" not in topology("consul", basename="shop")["errors"][0]
+
+
 def test_bad_basename():
     assert "basename" in fields(render("epmd", {}, MEMBERS, "sh@p"))
 
