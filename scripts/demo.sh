@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the local lab, as root on Debian bookworm: installs what it needs, builds the test
-# releases, brings up a lab of 3 VM-like hosts (systemd-nspawn, 198.18.0.0/24) and shows them.
-# Safe to run again: every step keeps what is already there.
+# releases, brings up a lab of 3 VM-like hosts (systemd-nspawn, 198.18.0.0/24), deploys the Elixir test
+# release meshprobe to them with beamops.cluster.deploy_vms (libcluster Epmd strategy, rolling, health-
+# and mesh-gated) and prints the mesh as our own distribution client sees it (beamops.cluster.verify).
+# Safe to run again: every step keeps what is already there (a second deploy changes nothing).
 #   bash scripts/demo.sh            up (or refresh) the lab and show it
 #   bash scripts/demo.sh down       remove the lab
 set -euo pipefail
@@ -36,4 +38,24 @@ say "The lab's hosts, reached over SSH with the inventory $INVENTORY"
 ansible -i "$INVENTORY" lab -o -m ansible.builtin.command \
   -a 'sh -c "echo $(hostname) $(hostname -I) systemd=$(systemctl is-system-running) $(python3 --version)"'
 
-say "Done. Use the lab with: ansible-playbook -i $INVENTORY <playbook>; remove it with: bash scripts/demo.sh down"
+# The demo's cookie: made once, readable by root only, passed in a vars file of the same mode (never on
+# the command line, where other users could read it).
+STATE=/var/lib/beamops/lab/$LAB_NAME
+VARS=$STATE/demo-release.yml
+umask 077
+[ -s "$STATE/demo-cookie" ] || python3 -c 'import secrets; print(secrets.token_hex(20))' > "$STATE/demo-cookie"
+cat > "$VARS" <<VARS
+release_name: meshprobe
+release_src: $REPO/build/testapps/meshprobe-0.1.0.tar.gz
+release_cookie: $(cat "$STATE/demo-cookie")
+release_strategy: epmd
+VARS
+umask 022
+
+say "Deploying meshprobe 0.1.0 to the lab (beamops.cluster.deploy_vms, one host at a time)"
+ansible-playbook -i "$INVENTORY" beamops.cluster.deploy_vms -e @"$VARS" -e release_target=lab
+
+say "The mesh, as beamops.cluster.mesh_info sees it (beamops.cluster.verify)"
+ansible-playbook -i "$INVENTORY" beamops.cluster.verify -e @"$VARS" -e release_target=lab
+
+say "Done. Inventory: $INVENTORY; release variables: $VARS. Remove the lab with: bash scripts/demo.sh down"
