@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
 import beamnodes  # noqa: E402  (tests/ helper that starts and kills real nodes)
 import otp  # noqa: E402
+from collection_path import link_collection  # noqa: E402
 
 # One scheduler, one async thread, no busy-waiting: 50 VMs must share 2 cores and stay idle when not asked.
 SMALL_VM_FLAGS = ["+S", "1:1", "+SDcpu", "1:1", "+SDio", "1", "+A", "1", "+sbwt", "none", "+sbwtdcpu", "none",
@@ -51,18 +52,6 @@ FRESH_PROCESS_CODE = (
     "r = mesh_report(sys.argv[1:], os.environ['BENCH_COOKIE'], timeout=float(os.environ['BENCH_TIMEOUT']))\n"
     "print(json.dumps({'full_mesh': r['full_mesh'], 'seen': [len(v['connected']) for v in r['per_node'].values()]}))\n"
 )
-
-
-def collections_root():
-    """A folder holding ansible_collections/beamops/cluster -> this repository (the layout imports need)."""
-    root = os.path.join(REPO_ROOT, "tests", "output", "collections")
-    link = os.path.join(root, "ansible_collections", "beamops", "cluster")
-    os.makedirs(os.path.dirname(link), exist_ok=True)
-    if not (os.path.islink(link) and os.readlink(link) == REPO_ROOT):
-        tmp = "%s.%d" % (link, os.getpid())
-        os.symlink(REPO_ROOT, tmp)
-        os.replace(tmp, link)
-    return root
 
 
 def elixir_ebin():
@@ -246,7 +235,7 @@ def main():
         sys.exit("OTP 25 (erl) is not installed")
     erl_call = otp.erl_call("25")
     ebin = elixir_ebin()
-    pythonpath = collections_root()
+    pythonpath = link_collection()
     sys.path.insert(0, pythonpath)
     skip_rpc = args.skip_rpc or ebin is None
     cookie = secrets.token_hex(16)

@@ -36,18 +36,12 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
 import fakepeer  # noqa: E402
+from collection_path import link_collection  # noqa: E402
 
 
 def import_client():
     """Make the repository importable as ansible_collections.beamops.cluster and import the client."""
-    root = os.path.join(REPO_ROOT, "tests", "output", "collections")
-    link = os.path.join(root, "ansible_collections", "beamops", "cluster")
-    os.makedirs(os.path.dirname(link), exist_ok=True)
-    if not (os.path.islink(link) and os.readlink(link) == REPO_ROOT):
-        tmp = "%s.%d" % (link, os.getpid())
-        os.symlink(REPO_ROOT, tmp)
-        os.replace(tmp, link)
-    sys.path.insert(0, root)
+    sys.path.insert(0, link_collection())
     from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist, erl_epmd, erl_term
     return erl_dist, erl_epmd, erl_term
 

@@ -9,26 +9,16 @@ import sys
 
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS_DIR = os.path.join(REPO_ROOT, "tests")
-COLLECTIONS_ROOT = os.environ.get("BEAMOPS_TEST_COLLECTIONS", os.path.join(REPO_ROOT, "tests", "output", "collections"))
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TESTS_DIR)
+
+from collection_path import DEFAULT_ROOT, link_collection  # noqa: E402
+
+COLLECTIONS_ROOT = link_collection(os.environ.get("BEAMOPS_TEST_COLLECTIONS", DEFAULT_ROOT))
 
 
-def _link_collection():
-    namespace_dir = os.path.join(COLLECTIONS_ROOT, "ansible_collections", "beamops")
-    link = os.path.join(namespace_dir, "cluster")
-    os.makedirs(namespace_dir, exist_ok=True)
-    if os.path.islink(link) and os.readlink(link) == REPO_ROOT:
-        return
-    tmp = link + ".%d" % os.getpid()
-    os.symlink(REPO_ROOT, tmp)
-    os.replace(tmp, link)
-
-
-_link_collection()
-for path in (COLLECTIONS_ROOT, TESTS_DIR):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if COLLECTIONS_ROOT not in sys.path:
+    sys.path.insert(0, COLLECTIONS_ROOT)
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS_ROOT
 os.environ.setdefault("ANSIBLE_NOCOLOR", "1")
 
