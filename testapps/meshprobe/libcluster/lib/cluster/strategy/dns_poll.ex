@@ -7,30 +7,10 @@ defmodule Cluster.Strategy.DNSPoll do
   the key is `polling_interval`, not `poll_interval`), `resolver` (a 1-arity function from the
   query charlist to a list of IP tuples; default `:inet_res.lookup/3` for A and AAAA).
   """
-  use GenServer
-  use Cluster.Strategy
-  alias Cluster.Strategy.State
+  use Cluster.Strategy.Polling
 
-  @impl Cluster.Strategy
-  def start_link([%State{} = state]), do: GenServer.start_link(__MODULE__, state)
-
-  @impl true
-  def init(state), do: {:ok, %{state | meta: MapSet.new()}, {:continue, :poll}}
-
-  @impl true
-  def handle_continue(:poll, state), do: {:noreply, poll(state)}
-
-  @impl true
-  def handle_info(:poll, state), do: {:noreply, poll(state)}
-  def handle_info(_, state), do: {:noreply, state}
-
-  defp poll(%State{config: config} = state) do
-    state = Cluster.Strategy.poll_round(state, nodes(state))
-    Process.send_after(self(), :poll, Keyword.get(config, :polling_interval, 5_000))
-    state
-  end
-
-  defp nodes(%State{config: config, topology: topology}) do
+  @impl Cluster.Strategy.Polling
+  def nodes(%State{config: config, topology: topology}) do
     query = Keyword.get(config, :query)
     basename = Keyword.get(config, :node_basename)
     resolver = Keyword.get(config, :resolver, &default_resolver/1)

@@ -6,30 +6,10 @@ defmodule Cluster.Strategy.Kubernetes.DNS do
   `resolver` (1-arity function from the name charlist to `:inet_res.getbyname/2`'s answer;
   default `&:inet_res.getbyname(&1, :a)`).
   """
-  use GenServer
-  use Cluster.Strategy
-  alias Cluster.Strategy.State
+  use Cluster.Strategy.Polling
 
-  @impl Cluster.Strategy
-  def start_link([%State{} = state]), do: GenServer.start_link(__MODULE__, state)
-
-  @impl true
-  def init(state), do: {:ok, %{state | meta: MapSet.new()}, {:continue, :load}}
-
-  @impl true
-  def handle_continue(:load, state), do: {:noreply, load(state)}
-
-  @impl true
-  def handle_info(:load, state), do: {:noreply, load(state)}
-  def handle_info(_, state), do: {:noreply, state}
-
-  defp load(%State{config: config} = state) do
-    state = Cluster.Strategy.poll_round(state, nodes(state))
-    Process.send_after(self(), :load, Keyword.get(config, :polling_interval, 5_000))
-    state
-  end
-
-  defp nodes(%State{config: config, topology: topology}) do
+  @impl Cluster.Strategy.Polling
+  def nodes(%State{config: config, topology: topology}) do
     app_name = Keyword.fetch!(config, :application_name)
     service = Keyword.fetch!(config, :service)
     resolver = Keyword.get(config, :resolver, &:inet_res.getbyname(&1, :a))
