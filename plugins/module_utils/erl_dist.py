@@ -46,7 +46,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import socket
+import _socket  # not socket.py, which imports enum: see erl_epmd
 import struct
 # The blocking connection serialises calls with a lock; _thread spares importing threading.
 from _thread import allocate_lock
@@ -242,7 +242,7 @@ def local_name_for(node, entropy):
     if is_long_name(node):
         local_host = "127.0.0.1" if ":" not in host else "::1"
     else:
-        local_host = socket.gethostname().split(".")[0] or "localhost"
+        local_host = _socket.gethostname().split(".")[0] or "localhost"
     return "beamops_%s@%s" % (suffix, local_host)
 
 
@@ -730,7 +730,7 @@ def _wrap_tls(sock, host, node, tls, deadline):
     try:
         sock.settimeout(deadline.remaining())
         return ctx.wrap_socket(sock, server_hostname=server_name if tls.verify else None)
-    except socket.timeout:
+    except _socket.timeout:
         raise DistTimeout("the TLS handshake with %s timed out" % node)
     except ssl.SSLError as exc:
         detail = getattr(exc, "reason", None) or str(exc)

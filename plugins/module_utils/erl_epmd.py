@@ -28,7 +28,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
-import socket
+# The C module under socket.py: socket.py wraps its constants in enums, and importing enum costs a fresh
+# process several milliseconds; the client needs nothing that the wrapper adds.
+import _socket
 import struct
 import time
 
@@ -103,11 +105,11 @@ class Deadline:
 
 def _families(family):
     if family in (None, "auto", "any"):
-        return socket.AF_UNSPEC
-    if family in ("inet", "ipv4", socket.AF_INET):
-        return socket.AF_INET
-    if family in ("inet6", "ipv6", socket.AF_INET6):
-        return socket.AF_INET6
+        return _socket.AF_UNSPEC
+    if family in ("inet", "ipv4", _socket.AF_INET):
+        return _socket.AF_INET
+    if family in ("inet6", "ipv6", _socket.AF_INET6):
+        return _socket.AF_INET6
     raise ValueError("address family must be one of auto, inet, inet6, not %r" % (family,))
 
 
@@ -121,8 +123,8 @@ def resolve(host, port, deadline, family=None, reason="epmd_unreachable"):
     # unicodedata, re) costs a fresh process about 2 ms.
     name = host.encode("ascii") if host.isascii() else host
     try:
-        return socket.getaddrinfo(name, port, _families(family), socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
+        return _socket.getaddrinfo(name, port, _families(family), _socket.SOCK_STREAM, _socket.IPPROTO_TCP)
+    except _socket.gaierror as exc:
         raise DistError("cannot resolve host %s: %s" % (host, exc), reason)
 
 
@@ -130,13 +132,13 @@ def open_tcp(host, port, deadline, family=None, reason="epmd_unreachable"):
     """Connect to host:port trying every address; failures are reported under ``reason``."""
     last = None
     for fam, kind, proto, _canon, addr in resolve(host, port, deadline, family, reason):
-        sock = socket.socket(fam, kind, proto)
+        sock = _socket.socket(fam, kind, proto)
         try:
             sock.settimeout(deadline.remaining())
             sock.connect(addr)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             return sock
-        except socket.timeout:
+        except _socket.timeout:
             sock.close()
             raise DistTimeout("connecting to %s port %d timed out" % (host, port))
         except DistTimeout:
@@ -153,7 +155,7 @@ def recv_some(sock, deadline, size=65536):
     sock.settimeout(deadline.remaining())
     try:
         chunk = sock.recv(size)
-    except socket.timeout:
+    except _socket.timeout:
         raise DistTimeout("no answer from the peer within the time budget")
     except OSError as exc:
         raise ConnectionClosed("the peer reset the connection: %s" % exc)
@@ -166,7 +168,7 @@ def send_all(sock, data, deadline):
     sock.settimeout(deadline.remaining())
     try:
         sock.sendall(data)
-    except socket.timeout:
+    except _socket.timeout:
         raise DistTimeout("sending to the peer timed out")
     except OSError as exc:
         raise ConnectionClosed("the peer closed the connection while we were sending: %s" % exc)
@@ -188,7 +190,7 @@ def _epmd_request(host, body, deadline, port, family):
             sock.settimeout(deadline.remaining())
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except _socket.timeout:
                 raise DistTimeout("EPMD on %s port %d did not answer in time" % (host, port))
             except OSError as exc:
                 raise EpmdUnreachable("EPMD on %s port %d reset the connection: %s" % (host, port, exc))

@@ -34,7 +34,7 @@ Public API
 ``diagnosis(report)``
     One line ``node: reason: message`` per node whose reason is not ``ok`` (a list of str).
 
-Plain TCP nodes are asked from one thread: a ``selectors`` loop over non-blocking sockets runs every
+Plain TCP nodes are asked from one thread: a ``poll()`` loop over non-blocking sockets runs every
 host's EPMD lookup, every handshake and every query at once with the sans-IO core of ``erl_dist`` (a
 thread per node would double the CPU time of a report, which on a small host is its wall time too). TLS
 nodes are asked with the blocking client, a thread each.
@@ -44,11 +44,11 @@ Verification is read-only: the client is hidden and only calls ``erlang:node/0``
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import _socket  # not socket.py, which imports enum: see erl_epmd
 import collections
 import errno
 import os
-import selectors
-import socket
+import select
 import time
 
 from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist
@@ -73,6 +73,10 @@ QUERIES = [("erlang", "node", []), ("erlang", "nodes", []), ("erlang", "nodes", 
 # A thread that overruns the deadline (it cannot: every socket call takes its timeout from it) is
 # still given this long to report before it is counted as timed out.
 JOIN_GRACE = 0.25
+
+# poll() events: an error or a hang-up is read (recv tells which), like a socket that is readable.
+POLL_READ = select.POLLIN | select.POLLERR | select.POLLHUP
+POLL_WRITE = select.POLLOUT
 
 # Sockets the report keeps open at once: a long node list waits its turn instead of running out of file
 # descriptors (often 1024 a process).
@@ -194,6 +198,7 @@ class _Channel:
         self.outgoing = b""
         self.finished = False
         self.retry = False  # the connect failed: the driver moves on to the next address
+        self.polled = 0  # the events poll() watches for on the socket
         self.last_error = None
 
     def connect_next(self):
@@ -204,7 +209,7 @@ class _Channel:
             fam, kind, proto, addr = self.addresses.pop(0)
             try:
                 # Out of file descriptors (a very large node list) is that node's error, not the report's.
-                sock = socket.socket(fam, kind, proto)
+                sock = _socket.socket(fam, kind, proto)
             except OSError as exc:
                 self.last_error = exc.strerror or str(exc)
                 continue
@@ -222,21 +227,22 @@ class _Channel:
         raise DistError("cannot connect to %s port %d: %s" % (self.host, self.port, self.last_error), self.reason)
 
     def events(self):
+        """The poll() events to wait for."""
         if self.connecting:
-            return selectors.EVENT_WRITE
-        return selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outgoing else 0)
+            return POLL_WRITE
+        return select.POLLIN | (POLL_WRITE if self.outgoing else 0)
 
     def handle(self, mask):
         if self.connecting:
-            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            err = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
             if err:
                 self.last_error = os.strerror(err)
                 self.retry = True
                 return
             self.connecting = False
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             self.outgoing += self.on_connected()
-        elif mask & selectors.EVENT_READ:
+        elif mask & POLL_READ:
             try:
                 data = self.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
@@ -376,10 +382,11 @@ def _replace_port(addresses, port):
 
 
 def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, family, local_node):
-    """Every node's entry, from one thread: EPMD lookups, handshakes and queries interleaved on a selector."""
+    """Every node's entry, from one thread: EPMD lookups, handshakes and queries interleaved on one poll()."""
     per_node = {}
     local_names = set()
-    selector = selectors.DefaultSelector()
+    poller = select.poll()
+    watched = {}  # file descriptor -> channel
     resolved = {}
     probes = []
     waiting = {}  # host -> nodes waiting for that host's EPMD answer
@@ -398,11 +405,14 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
 
     def watch(channel):
         channel.connect_next()
-        selector.register(channel.sock, channel.events(), channel)
+        channel.polled = channel.events()
+        watched[channel.sock.fileno()] = channel
+        poller.register(channel.sock, channel.polled)
 
     def drop(channel):
-        if channel.sock is not None and channel.sock in selector.get_map():
-            selector.unregister(channel.sock)
+        if channel.sock is not None and watched.get(channel.sock.fileno()) is channel:
+            del watched[channel.sock.fileno()]
+            poller.unregister(channel.sock)
         channel.close()
 
     def start_query(node, port):
@@ -410,7 +420,7 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
         start_queued()
 
     def start_queued():
-        while queued and len(selector.get_map()) < MAX_SOCKETS:
+        while queued and len(watched) < MAX_SOCKETS:
             node, port = queued.popleft()
             try:
                 host = split[node][1]
@@ -453,17 +463,20 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
         else:
             for node in nodes:
                 start_query(node, dist_port)
-        while selector.get_map() or probes:
+        while watched or probes:
             left = deadline.end - time.monotonic()
             if left <= 0:
                 break
-            # A probe thread cannot wake the selector: look at it every 20 ms while one runs.
-            for key, mask in selector.select(min(left, 0.02) if probes else left):
-                channel = key.data
+            # A probe thread cannot wake poll(): look at it every 20 ms while one runs. Channels are looked up
+            # before any is handled, since handling one may close a socket and reuse its descriptor.
+            ready = [(watched[fd], mask) for fd, mask in poller.poll(1000 * (min(left, 0.02) if probes else left))]
+            for channel, mask in ready:
+                if channel.sock is None:  # dropped earlier in this round
+                    continue
                 try:
                     channel.handle(mask)
                     if channel.retry:
-                        selector.unregister(channel.sock)
+                        drop(channel)
                         watch(channel)
                 except DistError as exc:
                     drop(channel)
@@ -479,16 +492,16 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
                 if channel.finished:
                     drop(channel)
                     finish(channel)
-                elif channel.events() != key.events:
-                    selector.modify(channel.sock, channel.events(), channel)
+                elif channel.events() != channel.polled:
+                    channel.polled = channel.events()
+                    poller.modify(channel.sock, channel.polled)
             start_queued()
             for probe in [p for p in probes if not p.thread.is_alive()]:
                 probes.remove(probe)
                 per_node[probe.node] = probe.entry()
     finally:
-        for key in list(selector.get_map().values()):
-            key.data.close()
-        selector.close()
+        for channel in watched.values():
+            channel.close()
     for probe in probes:  # out of time: what is known is that the node hung up on our name
         per_node[probe.node] = _error_entry(probe.node, probe.closed)
     for host, stranded in waiting.items():
