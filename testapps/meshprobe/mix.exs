@@ -26,7 +26,8 @@ defmodule Meshprobe.MixProject do
   def application do
     [
       mod: {Meshprobe.Application, []},
-      extra_applications: [:logger, :inets]
+      # :ssl so that the release can run TLS distribution (-proto_dist inet_tls loads it at boot).
+      extra_applications: [:logger, :inets, :ssl]
     ]
   end
 end
