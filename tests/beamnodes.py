@@ -229,34 +229,45 @@ def ssl_dist_optfile(certfile, keyfile, cacertfile, verify_client=False):
     return "[{server, [%s]}, {client, [%s]}].\n" % (", ".join(server), ", ".join(client))
 
 
-def make_test_pki(directory):
-    """A CA, a server certificate for localhost/127.0.0.1/::1 and a client certificate, made with the openssl CLI.
+def make_test_pki(directory, servers=None):
+    """A CA, server certificates, a client certificate and an unrelated CA, made with the openssl CLI.
 
-    Returns a dict of file paths: ca, ca_key, server_cert, server_key, client_cert, client_key, other_ca.
+    servers: {label: [host names or addresses]}, one certificate per label (default: "server" for localhost,
+    127.0.0.1 and ::1). OTP checks the host of a node name as a DNS name even when it is an address, and Python
+    checks an address as an IP name, so an IPv4 address is listed both ways.
+    Returns a dict of file paths: ca, ca_key, other_ca, other_ca_key, client_cert, client_key, and
+    <label>_cert, <label>_key per server.
     """
     openssl = shutil.which("openssl")
     if not openssl:
         raise RuntimeError("the openssl command is needed to make test certificates")
+    servers = servers or {"server": ["localhost", "127.0.0.1", "::1"]}
 
     def run(*args):
         subprocess.run([openssl] + list(args), check=True, cwd=directory, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
 
-    paths = dict((key, os.path.join(directory, key + ".pem")) for key in
-                 ("ca", "ca_key", "server_cert", "server_key", "client_cert", "client_key", "other_ca", "other_ca_key"))
+    paths = dict((key, os.path.join(directory, key + ".pem")) for key in ("ca", "ca_key", "other_ca", "other_ca_key"))
     for ca, key, subject in (("ca", "ca_key", "/CN=beamops test CA"), ("other_ca", "other_ca_key", "/CN=unrelated CA")):
         run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
             "-subj", subject, "-keyout", paths[key], "-out", paths[ca])
-    ext = os.path.join(directory, "san.ext")
-    with open(ext, "w") as handle:
-        # OTP checks the host of a node name as a DNS name, even when it is an address: list both forms.
-        handle.write("subjectAltName=DNS:localhost,DNS:127.0.0.1,IP:127.0.0.1,IP:::1\n")
-    for cert, key, subject in (("server_cert", "server_key", "/CN=localhost"), ("client_cert", "client_key", "/CN=beamops client")):
-        csr = os.path.join(directory, cert + ".csr")
-        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
-            "-keyout", paths[key], "-out", csr)
+    leaves = [(label, names) for label, names in sorted(servers.items())] + [("client", None)]
+    for label, names in leaves:
+        cert = paths[label + "_cert"] = os.path.join(directory, label + "_cert.pem")
+        key = paths[label + "_key"] = os.path.join(directory, label + "_key.pem")
+        csr = os.path.join(directory, label + ".csr")
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=beamops " + label,
+            "-keyout", key, "-out", csr)
+        extra = []
+        if names:
+            ext = os.path.join(directory, label + ".ext")
+            alt = ["DNS:" + name for name in names if ":" not in name]
+            alt += ["IP:" + name for name in names if ":" in name or name.replace(".", "").isdigit()]
+            with open(ext, "w") as handle:
+                handle.write("subjectAltName=%s\n" % ",".join(alt))
+            extra = ["-extfile", ext]
         run("x509", "-req", "-in", csr, "-CA", paths["ca"], "-CAkey", paths["ca_key"], "-CAcreateserial", "-days", "2",
-            "-extfile", ext, "-out", paths[cert])
+            "-out", cert, *extra)
     for path in paths.values():
         os.chmod(path, 0o600)
     return paths

@@ -3,7 +3,8 @@ distribution client:
 
 - a rolling upgrade of 3 hosts never leaves fewer than N-1 nodes in the mesh (figure printed);
 - `kill -9` of a node's BEAM: systemd restarts it and the mesh is whole again (time printed);
-- bad input fails in the preflight, naming the variable, and changes nothing on any host.
+- bad input fails in the preflight, naming the variable, and changes nothing on any host;
+- TLS distribution: switched on and off for the whole cluster at once (mix), and a rebar3 release with TLS.
 
 Needs root, systemd-nspawn and the lab role (as the lab's own tests do). The lab is this module's own
 (lab_name itdeploy on 198.18.7.0/24) and is removed at the end.
@@ -17,7 +18,10 @@ import time
 
 import pytest
 
+from ansible_collections.beamops.cluster.plugins.module_utils.erl_dist import TlsOptions
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import mesh_report, wait_for_mesh
+
+import beamnodes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB = "itdeploy"
@@ -101,6 +105,20 @@ def base_vars(builds, version="0.1.0"):
 
 
 @pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA with one certificate per lab host (its address as DNS and IP name), a client certificate, another CA."""
+    return beamnodes.make_test_pki(str(tmp_path_factory.mktemp("pki")), servers=dict((h, [ADDRESSES[h]]) for h in HOSTS))
+
+
+def tls_vars(pki, cert="{{ inventory_hostname }}"):
+    """Extra vars that turn TLS distribution on with the test PKI; cert names the certificate each host gets."""
+    directory = os.path.dirname(pki["ca"])
+    return ['{"release_tls": true}', "release_tls_ca_src=" + pki["ca"],
+            "release_tls_cert_src=%s/%s_cert.pem" % (directory, cert), "release_tls_key_src=%s/%s_key.pem" % (directory, cert),
+            "release_tls_verifier_cert=" + pki["client_cert"], "release_tls_verifier_key=" + pki["client_key"]]
+
+
+@pytest.fixture(scope="module")
 def lab(builds):
     playbook("lab_down", "lab_name=" + LAB, check=False)
     playbook("lab_up", "lab_name=" + LAB, "lab_network=" + NETWORK, "lab_hosts=3")
@@ -177,13 +195,21 @@ def test_kill_9_is_restarted_by_systemd_and_mesh_heals(lab):
     (['{"release_discovery": {"hosts": ["meshprobe@198.18.7.11"]}}'], "release_discovery.hosts lists"),
     (["release_discovery=query"], "release_discovery must be a dict"),
     (["release_src=OLD"], "is a downgrade. Set release_force=true"),
+    (['{"release_tls": true}'], "release_tls is on, so itdeploy-1 needs release_tls_ca_src"),
+    (["TLS", "release_tls_key_src=/nonexistent/node.key"],
+     "release_tls_key_src is not a readable file on the controller (release_tls_key_src='/nonexistent/node.key')"),
+    (["TLS", "release_tls_cert_src=PKI/itdeploy-1_cert.pem"], "its subjectAltName does not name '198.18.7.12'"),
+    (["TLS", "release_tls_ca_src=PKI/other_ca.pem"], "it is not signed by release_tls_ca_src"),
+    (["TLS"], "run without TLS distribution now. TLS and plain nodes cannot connect to each other"),
 ])
-def test_bad_input_fails_in_preflight_and_changes_nothing(lab, override, expected):
+def test_bad_input_fails_in_preflight_and_changes_nothing(lab, pki, override, expected):
     if "release_src=OLD" in override and service_state(HOSTS[0])["current"] == "0.1.0":
         playbook("deploy_vms", *base_vars(lab, "0.2.0"))
     before = {h: service_state(h) for h in HOSTS}
     extra = base_vars(lab, before[HOSTS[0]]["current"])
-    override = [o.replace("OLD", "%s/meshprobe-0.1.0.tar.gz" % lab) for o in override]
+    if override[:1] == ["TLS"]:
+        override = tls_vars(pki) + override[1:]
+    override = [o.replace("OLD", "%s/meshprobe-0.1.0.tar.gz" % lab).replace("PKI", os.path.dirname(pki["ca"])) for o in override]
     run = playbook("deploy_vms", *(extra + override), check=False)
     assert run.returncode != 0
     assert expected in run.out, run.out[-3000:]
@@ -235,3 +261,49 @@ def test_erlang_hosts_strategy_forms_and_heals_the_mesh(lab):
         assert converged, report
     finally:
         playbook("deploy_vms", *base_vars(lab, version))
+
+
+def tls_report(pki, nodes, cert=True, timeout=5.0):
+    """Mesh report over TLS with the test CA, with or without the client certificate."""
+    tls = TlsOptions(ca_file=pki["ca"], cert_file=pki["client_cert"] if cert else None, key_file=pki["client_key"] if cert else None)
+    return mesh_report(nodes, COOKIE, timeout=timeout, tls=tls)
+
+
+def test_tls_distribution_switched_on_and_off_for_the_whole_cluster(lab, pki):
+    """Turn TLS on for the running cluster (every host at once), check who gets through, then turn it off again."""
+    version = service_state(HOSTS[0])["current"]
+    try:
+        run = playbook("deploy_vms", *(base_vars(lab, version) + tls_vars(pki) + ["release_serial=100%"]))
+        assert "full mesh: True; 3 of 3 nodes answered" in run.out
+        assert tls_report(pki, NODES)["full_mesh"]
+        assert {v["reason"] for v in mesh_report(NODES, COOKIE, timeout=5.0)["per_node"].values()} == {"tls_required"}
+        assert {v["reason"] for v in tls_report(pki, NODES, cert=False)["per_node"].values()} == {"tls_failed"}
+        for host in HOSTS:
+            args = ssh(host, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value meshprobe)/cmdline")
+            assert "-proto_dist inet_tls -ssl_dist_optfile /etc/meshprobe/ssl_dist.conf" in args
+            assert ssh(host, "stat -c '%U %a' /etc/meshprobe/tls/node.key") == "meshprobe 400"
+        # Same inputs again: nothing changes, nothing restarts.
+        again = playbook("deploy_vms", *(base_vars(lab, version) + tls_vars(pki) + ["release_serial=100%"]))
+        recap = again.out[again.out.index("PLAY RECAP"):]
+        assert all("changed=0" in line for line in recap.splitlines()[1:] if "changed=" in line), recap
+    finally:
+        playbook("deploy_vms", *(base_vars(lab, version) + ["release_serial=100%"]))
+    assert mesh_report(NODES, COOKIE, timeout=5.0)["full_mesh"]
+    for host in HOSTS:
+        left = ssh(host, "ls /etc/meshprobe").split()
+        assert "tls" not in left and "ssl_dist.conf" not in left, left
+
+
+def test_rebar3_release_with_tls_distribution(lab, pki):
+    """erlprobe (relx, vm.args) next to meshprobe on the same hosts, with TLS distribution and native discovery."""
+    nodes = ["erlprobe@%s" % ADDRESSES[h] for h in HOSTS]
+    run = playbook("deploy_vms", "release_name=erlprobe", "release_flavor=rebar3", "release_strategy=native", "release_cookie=" + COOKIE,
+                   "release_target=lab", "release_mesh_timeout=60", "release_health_url=http://127.0.0.1:4100/health",
+                   "release_src=%s/erlprobe-0.1.0.tar.gz" % lab, *tls_vars(pki))
+    assert "full mesh: True; 3 of 3 nodes answered" in run.out
+    assert tls_report(pki, nodes)["full_mesh"]
+    assert {v["reason"] for v in mesh_report(nodes, COOKIE, timeout=5.0)["per_node"].values()} == {"tls_required"}
+    vm_args = ssh(HOSTS[0], "cat /etc/erlprobe/vm.args").splitlines()
+    assert "-proto_dist inet_tls" in vm_args and "-ssl_dist_optfile /etc/erlprobe/ssl_dist.conf" in vm_args
+    # meshprobe, plain, is not disturbed by its TLS neighbour.
+    assert mesh_report(NODES, COOKIE, timeout=5.0)["full_mesh"]
