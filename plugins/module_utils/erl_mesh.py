@@ -8,7 +8,7 @@ Public API
 ``mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=4369, dist_port=None, tls=None,
               family=None, local_node=None) -> dict``
     Connects to every node as a hidden node (all at once, under one overall ``timeout``), asks it
-    ``erlang:node()``, ``erlang:nodes()`` and ``erlang:nodes(hidden)`` and returns::
+    ``erlang:nodes()`` and ``erlang:nodes(hidden)`` (its name is the one its handshake proved) and returns::
 
         per_node       {node: {reachable, name, connected, hidden, reason, message}}
         members        reachable listed nodes, sorted
@@ -39,7 +39,7 @@ host's EPMD lookup, every handshake and every query at once with the sans-IO cor
 thread per node would double the CPU time of a report, which on a small host is its wall time too). TLS
 nodes are asked with the blocking client, a thread each.
 
-Verification is read-only: the client is hidden and only calls ``erlang:node/0`` and ``erlang:nodes/0,1``.
+Verification is read-only: the client is hidden and only calls ``erlang:nodes/0,1``.
 """
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -68,7 +68,9 @@ from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import (
 )
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_term import Atom
 
-QUERIES = [("erlang", "node", []), ("erlang", "nodes", []), ("erlang", "nodes", [Atom("hidden")])]
+# What each node is asked. Its name needs no erlang:node/0 call: the handshake has the node state it and refuses
+# any other name than the one dialled (NameMismatch), and each call spares the node a process spawned by rex.
+QUERIES = [("erlang", "nodes", []), ("erlang", "nodes", [Atom("hidden")])]
 
 # A thread that overruns the deadline (it cannot: every socket call takes its timeout from it) is
 # still given this long to report before it is counted as timed out.
@@ -143,11 +145,11 @@ def _ask(node, cookie, deadline, dist_port, conn_args, local_names):
     """Connect to one node with the blocking client and ask its view; returns a per-node entry."""
     try:
         with erl_dist.connect(node, cookie, deadline=deadline, dist_port=dist_port, **conn_args) as conn:
-            own, visible, hidden = conn.rpc_many(QUERIES, deadline=deadline)
+            visible, hidden = conn.rpc_many(QUERIES, deadline=deadline)
             local_names.add(conn.local_node)
     except DistError as exc:
         return _error_entry(node, exc)
-    return _answer_entry(node, own, visible, hidden)
+    return _answer_entry(conn.peer_node, visible, hidden)
 
 
 def _error_entry(node, exc):
@@ -166,12 +168,12 @@ def _error_entry(node, exc):
     return _entry(False, exc.reason, message)
 
 
-def _answer_entry(node, own, visible, hidden):
-    """The entry of a node that answered erlang:node/0 and erlang:nodes/0,1 (checked: a peer may send anything)."""
-    if not (isinstance(own, str) and _is_name_list(visible) and _is_name_list(hidden)):
-        return _entry(False, "protocol_error", "%s answered erlang:node/0 and erlang:nodes/0,1 with something "
-                      "that is not node names." % node)
-    return _entry(True, "ok", "", name=str(own), connected=sorted(str(n) for n in visible),
+def _answer_entry(node, visible, hidden):
+    """The entry of a node that answered erlang:nodes/0,1 (checked: a peer may send anything)."""
+    if not (_is_name_list(visible) and _is_name_list(hidden)):
+        return _entry(False, "protocol_error", "%s answered erlang:nodes/0,1 with something that is not node "
+                      "names." % node)
+    return _entry(True, "ok", "", name=node, connected=sorted(str(n) for n in visible),
                   hidden=sorted(str(n) for n in hidden))
 
 
@@ -303,18 +305,42 @@ class _NamesLookup(_Channel):
         self.finished = True
 
 
+class _HiddenNode:
+    """The hidden node one report connects as: one name per name type, one creation and one reference seed for
+    all its connections, so that the query frames are the same bytes for every node and are encoded once."""
+
+    def __init__(self, local_node=None):
+        self.entropy = erl_dist.Entropy()
+        self.local_node = local_node
+        self._queries = {}  # local node name -> (frames, refs)
+
+    def name_for(self, node):
+        return self.local_node or erl_dist.local_name_for(node, self.entropy)
+
+    def session(self, local_node, node):
+        return erl_dist.Session(local_node, node, self.entropy.creation, self.entropy.ref_seed)
+
+    def queries(self, session):
+        """The ``QUERIES`` frames of ``session`` and their references: the same for every connection under one
+        name, since a reply can only come back on the connection that asked."""
+        if session.local_node not in self._queries:
+            self._queries[session.local_node] = session.gen_calls("rex", [erl_dist.rpc_request(*q) for q in QUERIES])
+        return self._queries[session.local_node]
+
+
 class _NodeQuery(_Channel):
     """Handshake with one node, then the ``QUERIES`` through ``rex``: ``answers`` once ``finished``."""
 
     reason = "dist_port_unreachable"
 
-    def __init__(self, node, host, port, addresses, cookie, local_node):
+    def __init__(self, node, host, port, addresses, cookie, caller):
         super(_NodeQuery, self).__init__(host, port, addresses)
-        entropy = erl_dist.Entropy()
         self.node = node
-        self.local_node = local_node or erl_dist.local_name_for(node, entropy)
-        self.entropy = entropy
-        self.handshake = erl_dist.Handshake(node, cookie, self.local_node, entropy.creation, entropy.challenge)
+        self.caller = caller
+        self.local_node = caller.name_for(node)
+        # Our challenge is the one value each connection draws afresh: it is what makes the node prove its cookie.
+        self.handshake = erl_dist.Handshake(node, cookie, self.local_node, caller.entropy.creation,
+                                            erl_dist.Entropy().challenge)
         self.session = None
         self.refs = None
         self.answers = None
@@ -330,9 +356,8 @@ class _NodeQuery(_Channel):
                 # The queries ride with our challenge reply instead of waiting for the ack: one round trip less
                 # through a busy node (about 7 % of a 50-node report here). The node reads them only after it
                 # has accepted the reply; one that rejects it closes the connection with them unread.
-                self.session = erl_dist.Session(self.local_node, self.node, self.entropy.creation,
-                                                self.entropy.ref_seed)
-                requests, self.refs = self.session.gen_calls("rex", [erl_dist.rpc_request(*q) for q in QUERIES])
+                self.session = self.caller.session(self.local_node, self.node)
+                requests, self.refs = self.caller.queries(self.session)
                 reply += requests
             if not self.handshake.done:
                 return reply
@@ -385,6 +410,7 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
     """Every node's entry, from one thread: EPMD lookups, handshakes and queries interleaved on one poll()."""
     per_node = {}
     local_names = set()
+    caller = _HiddenNode(local_node)
     poller = select.poll()
     watched = {}  # file descriptor -> channel
     resolved = {}
@@ -424,8 +450,7 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
             node, port = queued.popleft()
             try:
                 host = split[node][1]
-                watch(_NodeQuery(node, host, port, addresses(host, port, "dist_port_unreachable"), cookie,
-                                 local_node))
+                watch(_NodeQuery(node, host, port, addresses(host, port, "dist_port_unreachable"), cookie, caller))
             except DistError as exc:
                 per_node[node] = _error_entry(node, exc)
 
@@ -442,8 +467,8 @@ def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, f
                     start_query(node, registry[alive])
         elif error is None:
             local_names.add(channel.local_node)
-            own, visible, hidden = channel.answers
-            per_node[channel.node] = _answer_entry(channel.node, own, visible, hidden)
+            visible, hidden = channel.answers
+            per_node[channel.node] = _answer_entry(channel.handshake.peer_name, visible, hidden)
         elif isinstance(error, erl_dist.ClosedBeforeStatus):
             probes.append(_TlsProbe(channel.node, channel.host, channel.port, family, deadline, error))
         else:

@@ -48,7 +48,6 @@ __metaclass__ = type
 
 import math
 import struct
-import zlib
 from collections import namedtuple
 
 VERSION = 131
@@ -701,6 +700,7 @@ def _inflate(buf, off, end, max_size):
     if size > max_size:
         raise TermError('compressed term at byte %d declares %d uncompressed bytes; the limit is %d'
                         % (off - 1, size, max_size))
+    import zlib  # compressed terms are rare: a plain run of the client does not load zlib
     inflater = zlib.decompressobj()
     try:
         # max_length stops a zip bomb at the declared size instead of inflating all of it.
@@ -1008,6 +1008,7 @@ def encode(term, compressed=False):
     if type(level) is not int or not 0 <= level <= 9:
         raise TermError('compressed must be a bool or a zlib level 0..9, got %r' % (compressed,))
     if level:
+        import zlib  # only compressing callers load it
         packed = zlib.compress(body, level)
         if len(packed) + 4 < len(body):
             return b'\x83\x50' + _UINT32.pack(len(body)) + packed
