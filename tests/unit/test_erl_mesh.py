@@ -1,4 +1,5 @@
 """Mesh reports and diagnosis against real OTP 25 and OTP 28 nodes on loopback."""
+import socket
 import threading
 import time
 
@@ -100,6 +101,54 @@ def test_nodes_beyond_the_socket_cap_wait_their_turn(cluster, release, monkeypat
     result = report(nodes)
     assert result["full_mesh"] is True
     assert all(entry["reason"] == "ok" for entry in result["per_node"].values())
+
+
+HIDDEN_NODEUPS = ("list_to_binary(lists:join(\" \", [atom_to_list(N) || N <- "
+                  "(fun F(Acc) -> receive {nodeup, N, _} -> F([N | Acc]) after 0 -> Acc end end)([])]))")
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_one_report_is_one_hidden_node(cluster, release):
+    # Every connection of a report uses the same name (and so the same query frames, encoded once): each node
+    # sees that one hidden node come up, and the report leaves it out of the hidden lists.
+    nodes = cluster[(release, "mesh")]
+    for node in nodes:
+        node.eval("net_kernel:monitor_nodes(true, [{node_type, hidden}])")
+        node.eval(HIDDEN_NODEUPS)  # drop what earlier tests left
+    try:
+        result = report(nodes)
+        assert result["full_mesh"] is True
+        seen = {}
+        for node in nodes:
+            beamnodes.wait_until(lambda node=node: seen.setdefault(node.name, []).extend(node.eval(HIDDEN_NODEUPS).split())
+                                 or seen[node.name])
+        names_used = set(name for found in seen.values() for name in found)
+        assert len(names_used) == 1, seen
+        assert all(len(found) == 1 for found in seen.values()), seen
+        assert names_used.pop().startswith("beamops_")
+        assert all(entry["hidden"] == [] for entry in result["per_node"].values())
+    finally:
+        for node in nodes:
+            node.eval("net_kernel:monitor_nodes(false, [{node_type, hidden}])")
+
+
+def test_a_refused_address_gives_way_to_the_next(cluster, monkeypatch):
+    # A host name with several addresses (IPv6 first, as getaddrinfo often orders them) where the node listens on
+    # one only. This machine has no such name and its /etc/hosts is not the tests' to change, so resolve() is
+    # wrapped to put ::1, where nothing listens on the node's port, before the real 127.0.0.1 answer.
+    real_resolve = erl_mesh.resolve
+
+    def resolve_with_ipv6_first(host, port, deadline, family=None, reason="epmd_unreachable"):
+        found = real_resolve(host, port, deadline, family, reason)
+        if reason == "dist_port_unreachable":
+            found = [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", port, 0, 0))] + found
+        return found
+
+    monkeypatch.setattr(erl_mesh, "resolve", resolve_with_ipv6_first)
+    nodes = cluster[(RELEASES[0], "mesh")]
+    result = report(nodes)
+    assert result["full_mesh"] is True
+    assert [entry["reason"] for entry in result["per_node"].values()] == ["ok"] * len(nodes)
 
 
 @pytest.mark.parametrize("release", RELEASES)
