@@ -201,6 +201,7 @@ def test_kill_9_is_restarted_by_systemd_and_mesh_heals(lab):
     (["TLS", "release_tls_cert_src=PKI/itdeploy-1_cert.pem"], "its subjectAltName does not name '198.18.7.12'"),
     (["TLS", "release_tls_ca_src=PKI/other_ca.pem"], "it is not signed by release_tls_ca_src"),
     (["TLS"], "run without TLS distribution now. TLS and plain nodes cannot connect to each other"),
+    (["TLS", "release_strategy=native"], "release_strategy native with release_tls needs release_discovery.peers_env"),
 ])
 def test_bad_input_fails_in_preflight_and_changes_nothing(lab, pki, override, expected):
     if "release_src=OLD" in override and service_state(HOSTS[0])["current"] == "0.1.0":
@@ -298,6 +299,7 @@ def test_rebar3_release_with_tls_distribution(lab, pki):
     """erlprobe (relx, vm.args) next to meshprobe on the same hosts, with TLS distribution and native discovery."""
     nodes = ["erlprobe@%s" % ADDRESSES[h] for h in HOSTS]
     run = playbook("deploy_vms", "release_name=erlprobe", "release_flavor=rebar3", "release_strategy=native", "release_cookie=" + COOKIE,
+                   '{"release_discovery": {"peers_env": "erlprobe.peers"}}',
                    "release_target=lab", "release_mesh_timeout=60", "release_health_url=http://127.0.0.1:4100/health",
                    "release_src=%s/erlprobe-0.1.0.tar.gz" % lab, *tls_vars(pki))
     assert "full mesh: True; 3 of 3 nodes answered" in run.out
