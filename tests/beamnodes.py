@@ -251,7 +251,7 @@ def make_test_pki(directory, servers=None):
     for ca, key, subject in (("ca", "ca_key", "/CN=beamops test CA"), ("other_ca", "other_ca_key", "/CN=unrelated CA")):
         run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
             "-subj", subject, "-keyout", paths[key], "-out", paths[ca])
-    leaves = [(label, names) for label, names in sorted(servers.items())] + [("client", None)]
+    leaves = sorted(servers.items()) + [("client", None)]
     for label, names in leaves:
         cert = paths[label + "_cert"] = os.path.join(directory, label + "_cert.pem")
         key = paths[label + "_key"] = os.path.join(directory, label + "_key.pem")
