@@ -14,8 +14,8 @@ short_description: Report which Erlang nodes are connected to which, and why the
 version_added: "0.1.0"
 description:
   - Connects to every node of O(nodes) in parallel as a hidden Erlang node (the distribution protocol is spoken by
-    the module itself, in pure Python) and asks each one C(erlang:node/0), C(erlang:nodes/0) and
-    C(erlang:nodes/1) with C(hidden).
+    the module itself, in pure Python) and asks each one C(erlang:nodes/0) and C(erlang:nodes/1) with C(hidden);
+    each node's own name comes from the distribution handshake.
   - Reports each node's view, whether the nodes form a full mesh, the missing links, the partitions, and for every
     node that cannot be asked or stands apart a reason code and one plain sentence (wrong cookie, name mismatch,
     short versus long names, TLS needed, node not registered, ...).
@@ -95,7 +95,7 @@ per_node:
       description: Whether the verifier could connect to the node and ask it.
       type: bool
     name:
-      description: What the node calls itself (C(erlang:node/0)), also when it differs from the name dialled.
+      description: What the node calls itself (its name in the distribution handshake), also when it differs from the name dialled.
       type: str
     connected:
       description: The visible nodes it is connected to (C(erlang:nodes/0)), sorted.

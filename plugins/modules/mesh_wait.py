@@ -109,7 +109,7 @@ per_node:
       description: Whether the verifier could connect to the node and ask it.
       type: bool
     name:
-      description: What the node calls itself (C(erlang:node/0)), also when it differs from the name dialled.
+      description: What the node calls itself (its name in the distribution handshake), also when it differs from the name dialled.
       type: str
     connected:
       description: The visible nodes it is connected to (C(erlang:nodes/0)), sorted.
