@@ -318,9 +318,10 @@ def report(rows, profiles, load_before):
             ratio = by["rpc-loop"] / by["fresh-process"]
             checks.append(("fresh-process >= 50x faster than rpc loop", ratio, "%.1fx" % ratio, ratio >= 50))
         for label, _value, shown, met in checks:
-            if size < 50 and label.startswith("in-process"):
-                label += " (target is for N=50)"
-            print("N=%-3d %-48s %10s  %s" % (size, label, shown, "met" if met else "MISSED"))
+            # The issue sets its targets for 50 nodes; at other sizes the same comparisons are for reference
+            # (at N=10 the interpreter's start alone is about half the erl_call loop).
+            status = ("met" if met else "MISSED") if size == 50 else "(reference: targets are for N=50)"
+            print("N=%-3d %-48s %10s  %s" % (size, label, shown, status))
     for text in profiles:
         print()
         print(text)
