@@ -200,6 +200,7 @@ def test_kill_9_is_restarted_by_systemd_and_mesh_heals(lab):
      "release_tls_key_src is not a readable file on the controller (release_tls_key_src='/nonexistent/node.key')"),
     (["TLS", "release_tls_cert_src=PKI/itdeploy-1_cert.pem"], "its subjectAltName does not name '198.18.7.12'"),
     (["TLS", "release_tls_ca_src=PKI/other_ca.pem"], "it is not signed by release_tls_ca_src"),
+    (["TLS", "release_tls_key_src=PKI/itdeploy-1_key.pem"], "of itdeploy-2 is not the private key of release_tls_cert_src"),
     (["TLS"], "run without TLS distribution now. TLS and plain nodes cannot connect to each other"),
     (["TLS", "release_strategy=native"], "release_strategy native with release_tls needs release_discovery.peers_env"),
 ])
