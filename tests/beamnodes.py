@@ -235,8 +235,8 @@ def make_test_pki(directory, servers=None):
     servers: {label: [host names or addresses]}, one certificate per label (default: "server" for localhost,
     127.0.0.1 and ::1). OTP checks the host of a node name as a DNS name even when it is an address, and Python
     checks an address as an IP name, so an IPv4 address is listed both ways.
-    Returns a dict of file paths: ca, ca_key, other_ca, other_ca_key, client_cert, client_key, and
-    <label>_cert, <label>_key per server.
+    Returns a dict of file paths: ca, ca_key, other_ca, other_ca_key, client_cert, client_key, other_client_cert,
+    other_client_key (a client certificate from the unrelated CA), and <label>_cert, <label>_key per server.
     """
     openssl = shutil.which("openssl")
     if not openssl:
@@ -251,8 +251,9 @@ def make_test_pki(directory, servers=None):
     for ca, key, subject in (("ca", "ca_key", "/CN=beamops test CA"), ("other_ca", "other_ca_key", "/CN=unrelated CA")):
         run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
             "-subj", subject, "-keyout", paths[key], "-out", paths[ca])
-    leaves = sorted(servers.items()) + [("client", None)]
-    for label, names in leaves:
+    leaves = [(label, names, "ca") for label, names in sorted(servers.items())]
+    leaves += [("client", None, "ca"), ("other_client", None, "other_ca")]
+    for label, names, issuer in leaves:
         cert = paths[label + "_cert"] = os.path.join(directory, label + "_cert.pem")
         key = paths[label + "_key"] = os.path.join(directory, label + "_key.pem")
         csr = os.path.join(directory, label + ".csr")
@@ -266,7 +267,7 @@ def make_test_pki(directory, servers=None):
             with open(ext, "w") as handle:
                 handle.write("subjectAltName=%s\n" % ",".join(alt))
             extra = ["-extfile", ext]
-        run("x509", "-req", "-in", csr, "-CA", paths["ca"], "-CAkey", paths["ca_key"], "-CAcreateserial", "-days", "2",
+        run("x509", "-req", "-in", csr, "-CA", paths[issuer], "-CAkey", paths[issuer + "_key"], "-CAcreateserial", "-days", "2",
             "-out", cert, *extra)
     for path in paths.values():
         os.chmod(path, 0o600)
