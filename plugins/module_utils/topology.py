@@ -6,19 +6,31 @@
 Input is plain data, so the VM path (inventory members) and the Kubernetes path (pod environment)
 share it:
 
-- ``strategy``: one of ``STRATEGIES`` (short names; ``epmd``, ``gossip``, ``dnspoll``, ``erlang_hosts``,
-  ``native``, ``kubernetes_dns``, ``kubernetes_dnssrv``, ``kubernetes``).
+- ``strategy``: one of ``STRATEGIES``: the VM strategies ``VM_STRATEGIES`` (``epmd``, ``gossip``, ``dnspoll``,
+  ``erlang_hosts``, ``native``) and the Kubernetes ones ``KUBERNETES_STRATEGIES`` (``kubernetes_dns``,
+  ``kubernetes_dnssrv``, ``kubernetes_api``). ``target`` (``vm`` or ``kubernetes``) limits it to one list.
 - ``options``: that strategy's settings (libcluster's config keys, see ``STRATEGIES``).
 - ``members``: for static (VM) strategies, a list of ``{"host": id, "address": ip, "fqdn": name}``;
   empty for strategies whose members are only known at run time (Kubernetes).
 - ``basename``: the part of the node name before ``@``.
 - ``node_host``: what follows ``@`` on VMs: ``address`` or ``fqdn``.
+- ``cluster_domain``: the Kubernetes cluster domain (``cluster.local``), the one input every Kubernetes name is
+  built from.
 
 Output (``render``): a dict with the Erlang term config text (``config``: the application env
 ``libcluster.topologies``, or the kernel's ``sync_nodes_optional`` for ``native``), the node each member is
 started as and the names its peers dial, the ``.hosts.erlang`` text where relevant, and ``errors``: a list
 of ``{"field": ..., "message": ...}`` for input that cannot work (field names are the data keys above, so a
 caller can map them to its own variable names).
+
+The config text starts with a comment line, ``%% beamops.cluster topology: strategy=S redials=true|false``, so a
+later deploy can tell from the file on a host what runs there (``running_topology``) and whether switching from it
+host by host can work (``rolling_switch``).
+
+Healing: libcluster's Epmd and ErlangHosts strategies connect once at start unless ``timeout`` is set, and the
+kernel never reconnects after a nodedown by itself, so a partition between such nodes never heals. The renderer
+therefore gives both a retry ``timeout`` of ``DEFAULT_RETRY_MS`` unless the caller sets one (``infinity`` keeps
+libcluster's connect-once behaviour); ``heals`` says whether a topology reconnects by itself.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,19 +40,25 @@ __metaclass__ = type
 import ipaddress
 import re
 
-# Per strategy: libcluster module, keys it accepts with their Erlang type, keys that must be set,
-# and how a peer's node name is formed (which constrains how nodes must be started).
+# Retry interval (ms) given to Epmd and ErlangHosts when the caller sets no ``timeout``: they then re-dial every
+# listed node that is not connected, which is what heals a partition.
+DEFAULT_RETRY_MS = 5000
+
+# Per strategy: libcluster module, keys it accepts with their Erlang type, keys that must be set, defaults
+# that differ from libcluster's, and how a peer's node name is formed (which constrains how nodes must be started).
 STRATEGIES = {
     "epmd": {
         "module": "Elixir.Cluster.Strategy.Epmd",
         "keys": {"hosts": "atoms", "timeout": "timeout"},
         "required": (),
+        "defaults": {"timeout": DEFAULT_RETRY_MS},
         "dials": "listed",
     },
     "erlang_hosts": {
         "module": "Elixir.Cluster.Strategy.ErlangHosts",
         "keys": {"timeout": "timeout"},
         "required": (),
+        "defaults": {"timeout": DEFAULT_RETRY_MS},
         "dials": "hosts_file",
     },
     "gossip": {
@@ -81,7 +99,7 @@ STRATEGIES = {
         "required": ("service", "namespace"),
         "dials": "basename_at_pod_fqdn",
     },
-    "kubernetes": {
+    "kubernetes_api": {
         "module": "Elixir.Cluster.Strategy.Kubernetes",
         "keys": {
             "kubernetes_node_basename": "binary",
@@ -100,13 +118,23 @@ STRATEGIES = {
     },
 }
 
+VM_STRATEGIES = ("epmd", "gossip", "dnspoll", "erlang_hosts", "native")
+KUBERNETES_STRATEGIES = ("kubernetes_dns", "kubernetes_dnssrv", "kubernetes_api")
+TARGETS = {"vm": VM_STRATEGIES, "kubernetes": KUBERNETES_STRATEGIES}
+
 # Strategy option that carries the node basename peers dial; filled from ``basename`` when unset.
 BASENAME_KEYS = {
     "dnspoll": "node_basename",
     "kubernetes_dns": "application_name",
     "kubernetes_dnssrv": "application_name",
-    "kubernetes": "kubernetes_node_basename",
+    "kubernetes_api": "kubernetes_node_basename",
 }
+
+# Strategies that dial known node names by themselves when a node starts (so a node started with one of them
+# joins peers that run any strategy).
+DIALS_AT_START = frozenset(["epmd", "erlang_hosts", "dnspoll", "native", "kubernetes_dns", "kubernetes_dnssrv",
+                            "kubernetes_api"])
+HEADER_PREFIX = "%% beamops.cluster topology:"
 
 NODE_HOST_MODES = ("address", "fqdn")
 _BASENAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -255,7 +283,8 @@ def _check_members(members, basename, node_host, errors):
         seen[name] = host
 
 
-def render(strategy, options=None, members=None, basename="", node_host="address"):
+def render(strategy, options=None, members=None, basename="", node_host="address", cluster_domain="cluster.local",
+           target=None):
     """Render a topology; see the module documentation for input and output."""
     options = dict(options or {})
     members = list(members or [])
@@ -269,10 +298,16 @@ def render(strategy, options=None, members=None, basename="", node_host="address
         "started_as": "",
         "errors": errors,
     }
+    allowed = TARGETS.get(target, tuple(STRATEGIES))
     spec = STRATEGIES.get(strategy)
-    if spec is None:
-        _error(errors, "strategy", "unknown strategy %r; use one of %s" % (strategy, ", ".join(sorted(STRATEGIES))))
+    if spec is None or strategy not in allowed:
+        where = " on %s" % ("VMs" if target == "vm" else "Kubernetes") if target else ""
+        known = "" if spec is None else " (%s is a %s strategy)" % (strategy, "VM" if strategy in VM_STRATEGIES else "Kubernetes")
+        _error(errors, "strategy", "%s strategy %r%s; use one of %s" % (
+            "unknown" if spec is None else "not a strategy%s:" % where, strategy, known, ", ".join(allowed)))
         return result
+    for key, value in spec.get("defaults", {}).items():
+        options.setdefault(key, value)
     static = not spec["dials"].startswith("basename_at_pod")
     basename_key = BASENAME_KEYS.get(strategy)
     if basename_key:
@@ -297,7 +332,7 @@ def render(strategy, options=None, members=None, basename="", node_host="address
         _check_members(members, basename, node_host, errors)
         result["nodes"] = dict((m.get("host"), node_name(basename, m, node_host)) for m in members)
     else:
-        result["started_as"] = _pod_node_name(strategy, basename, options)
+        result["started_as"] = _pod_node_name(strategy, basename, options, cluster_domain)
     started = list(result["nodes"].values())
 
     if "hosts" in options and strategy not in ("epmd", "native"):
@@ -335,24 +370,89 @@ def render(strategy, options=None, members=None, basename="", node_host="address
         if "peers_env" in converted:
             app, key = converted["peers_env"].split(".")
             config.append((Atom(app), [(Atom(key), [Atom(n) for n in result["dialled"]])]))
-        result["config"] = erlang_term(config) + ".\n"
+        result["config"] = _header(strategy, options) + erlang_term(config) + ".\n"
         return result
     if strategy == "epmd":
         converted["hosts"] = [Atom(n) for n in result["dialled"]]
     topology = [(Atom("strategy"), Atom(spec["module"])), (Atom("config"), converted)]
     config = [(Atom("libcluster"), [(Atom("topologies"), [(Atom(basename), topology)])])]
-    result["config"] = erlang_term(config) + ".\n"
+    result["config"] = _header(strategy, options) + erlang_term(config) + ".\n"
     return result
 
 
-def _pod_node_name(strategy, basename, options):
+def heals(strategy, options=None):
+    """Whether nodes of this topology reconnect by themselves after a partition: ``(True|False, why)``.
+
+    ``options`` as given to ``render`` (the renderer's defaults apply, so Epmd and ErlangHosts retry unless
+    ``timeout`` is ``infinity``).
+    """
+    options = dict(STRATEGIES.get(strategy, {}).get("defaults", {}), **(options or {}))
+    if strategy in ("epmd", "erlang_hosts"):
+        if options.get("timeout") == "infinity":
+            return False, ("%s with timeout infinity connects once at start; after a partition or a nodedown the kernel does "
+                           "not reconnect by itself, so the halves stay apart until a node restarts" % strategy)
+        return True, "%s re-dials every node that is not connected every %s ms" % (strategy, options.get("timeout"))
+    if strategy == "native":
+        if options.get("peers_env"):
+            return True, ("native gives the peer list to %s; heals only if the application keeps re-connecting to it"
+                          % options["peers_env"])
+        return False, ("native connects through sync_nodes_optional while the node boots only; after a partition the kernel "
+                       "does not reconnect by itself")
+    if strategy == "gossip":
+        return True, "gossip connects to every node whose heartbeat it receives (every 1-5 s)"
+    if strategy in STRATEGIES:
+        return True, "%s connects every node of each answer every %s ms" % (strategy, options.get("polling_interval", 5000))
+    return False, "unknown strategy %r" % (strategy,)
+
+
+def _header(strategy, options):
+    return "%s strategy=%s redials=%s\n" % (HEADER_PREFIX, strategy, "true" if heals(strategy, options)[0] else "false")
+
+
+def running_topology(config_text):
+    """What a rendered config says runs on a host: ``{"strategy": S or None, "redials": bool}``.
+
+    Reads the header line; a config written before it existed is recognised by its libcluster module, and then
+    counts as not re-dialling (the connect-once default of those versions).
+    """
+    text = config_text or ""
+    first = text.split("\n", 1)[0]
+    if first.startswith(HEADER_PREFIX):
+        fields = dict(part.split("=", 1) for part in first[len(HEADER_PREFIX):].split() if "=" in part)
+        return {"strategy": fields.get("strategy"), "redials": fields.get("redials") == "true"}
+    if "sync_nodes_optional" in text and "libcluster" not in text:
+        return {"strategy": "native", "redials": False}
+    for name, spec in STRATEGIES.items():
+        module = spec["module"]
+        if module and ("'%s'" % module) in text:
+            return {"strategy": name, "redials": name not in ("epmd", "erlang_hosts", "native")}
+    return {"strategy": None, "redials": False}
+
+
+def rolling_switch(running, strategy):
+    """Can nodes be moved host by host from the ``running`` topology (``running_topology``) to ``strategy``?
+
+    ``(True, "")``, or ``(False, why)``. A node restarted with the new strategy must find its peers: either it
+    dials them itself at start, or the nodes still on the old strategy keep re-dialling the restarted node (a
+    node that only answers heartbeats, gossip, waits for heartbeats that non-gossip nodes never send).
+    """
+    old = running.get("strategy")
+    if old is None or old == strategy:
+        return True, ""
+    if strategy in DIALS_AT_START or running.get("redials"):
+        return True, ""
+    return False, ("a node restarted with %s waits for heartbeats, which %s nodes never send, and the %s nodes do not "
+                   "re-dial it, so the first restarted node stays alone" % (strategy, old, old))
+
+
+def _pod_node_name(strategy, basename, options, cluster_domain):
     """Node name a pod must be started as, with Kubernetes ``$(VAR)`` references to its downward-API env."""
     if strategy == "kubernetes_dnssrv":
         return "%s@$(POD_NAME).%s.%s.svc.$(CLUSTER_DOMAIN)" % (basename, options.get("service", ""), options.get("namespace", ""))
-    if strategy == "kubernetes" and options.get("mode") == "dns":
+    if strategy == "kubernetes_api" and options.get("mode") == "dns":
         return "%s@$(POD_IP_DASHED).%s.pod.%s.local" % (
             basename, options.get("kubernetes_namespace", "$(POD_NAMESPACE)"), options.get("kubernetes_cluster_name", "cluster"))
-    if strategy == "kubernetes" and options.get("mode") == "hostname":
+    if strategy == "kubernetes_api" and options.get("mode") == "hostname":
         return "%s@$(POD_NAME).%s.%s.svc.%s.local" % (
             basename, options.get("kubernetes_service_name", ""), options.get("kubernetes_namespace", "$(POD_NAMESPACE)"),
             options.get("kubernetes_cluster_name", "cluster"))

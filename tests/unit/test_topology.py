@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 from otp import runtimes
 from ansible_collections.beamops.cluster.plugins.module_utils.topology import (
-    STRATEGIES, Atom, Binary, erlang_term, render)
+    DEFAULT_RETRY_MS, KUBERNETES_STRATEGIES, STRATEGIES, VM_STRATEGIES, Atom, Binary, erlang_term, heals, render,
+    rolling_switch, running_topology)
 
 MEMBERS = [
     {"host": "vm-1", "address": "198.18.4.11", "fqdn": "vm-1.lab.test"},
@@ -43,8 +44,66 @@ def test_epmd_lists_every_member_as_started():
     assert result["nodes"] == {"vm-1": "shop@198.18.4.11", "vm-2": "shop@198.18.4.12", "vm-3": "shop@198.18.4.13"}
     assert result["dialled"] == sorted(result["nodes"].values())
     assert result["config"] == (
-        "[{libcluster, [{topologies, [{shop, [{strategy, 'Elixir.Cluster.Strategy.Epmd'}, {config, [{hosts, "
+        "%% beamops.cluster topology: strategy=epmd redials=true\n"
+        "[{libcluster, [{topologies, [{shop, [{strategy, 'Elixir.Cluster.Strategy.Epmd'}, {config, [{timeout, 5000}, {hosts, "
         "['shop@198.18.4.11', 'shop@198.18.4.12', 'shop@198.18.4.13']}]}]}]}]}].\n")
+
+
+@pytest.mark.parametrize("strategy", ["epmd", "erlang_hosts"])
+def test_connect_once_strategies_retry_by_default_so_a_partition_heals(strategy):
+    result = render(strategy, {}, MEMBERS, "shop", "fqdn")
+    assert "{timeout, %d}" % DEFAULT_RETRY_MS in result["config"]
+    assert heals(strategy, {})[0] and "re-dials" in heals(strategy, {})[1]
+    once = render(strategy, {"timeout": "infinity"}, MEMBERS, "shop", "fqdn")
+    assert "{timeout, infinity}" in once["config"] and "redials=false" in once["config"]
+    assert heals(strategy, {"timeout": "infinity"}) == (False, heals(strategy, {"timeout": "infinity"})[1])
+    assert "stay apart" in heals(strategy, {"timeout": "infinity"})[1]
+
+
+def test_which_strategies_heal_by_themselves():
+    assert [s for s in VM_STRATEGIES if heals(s, {})[0]] == ["epmd", "gossip", "dnspoll", "erlang_hosts"]
+    assert heals("native", {"peers_env": "shop.peers"})[0]
+    assert all(heals(s, {})[0] for s in KUBERNETES_STRATEGIES)
+
+
+def test_the_config_header_tells_a_later_deploy_what_runs():
+    for strategy, options in [("epmd", {}), ("gossip", {}), ("native", {}), ("epmd", {"timeout": "infinity"})]:
+        config = render(strategy, options, MEMBERS, "shop")["config"]
+        assert running_topology(config) == {"strategy": strategy, "redials": heals(strategy, options)[0]}
+    # Files written before the header existed: the libcluster module tells the strategy; connect-once assumed.
+    old = "[{libcluster, [{topologies, [{shop, [{strategy, 'Elixir.Cluster.Strategy.Epmd'}, {config, [{hosts, []}]}]}]}]}].\n"
+    assert running_topology(old) == {"strategy": "epmd", "redials": False}
+    assert running_topology("[{kernel, [{sync_nodes_optional, []}]}].\n") == {"strategy": "native", "redials": False}
+    assert running_topology("") == {"strategy": None, "redials": False}
+
+
+@pytest.mark.parametrize("old,old_redials,new,rolling", [
+    ("epmd", False, "gossip", False),  # the case seen on the lab: gossip waits for heartbeats epmd never sends
+    ("epmd", True, "gossip", True),    # epmd nodes with a retry timeout re-dial the restarted node
+    ("native", False, "gossip", False),
+    ("erlang_hosts", False, "gossip", False),
+    ("dnspoll", True, "gossip", True),
+    ("gossip", True, "epmd", True),
+    ("gossip", True, "dnspoll", True),
+    ("epmd", False, "erlang_hosts", True),
+    ("native", False, "epmd", True),
+    ("epmd", True, "epmd", True),
+])
+def test_which_strategy_switches_can_be_rolling(old, old_redials, new, rolling):
+    ok, why = rolling_switch({"strategy": old, "redials": old_redials}, new)
+    assert ok == rolling
+    assert (why == "") == rolling
+    if not rolling:
+        assert new in why and old in why
+
+
+def test_a_target_accepts_only_its_own_strategies():
+    vm = render("kubernetes_dns", {"service": "shop"}, MEMBERS, "shop", target="vm")
+    assert fields(vm) == ["strategy"] and "kubernetes_dns is a Kubernetes strategy" in vm["errors"][0]["message"]
+    assert "epmd, gossip, dnspoll, erlang_hosts, native" in vm["errors"][0]["message"]
+    k8s = render("epmd", {}, MEMBERS, "shop", target="kubernetes")
+    assert fields(k8s) == ["strategy"] and "kubernetes_dns, kubernetes_dnssrv, kubernetes_api" in k8s["errors"][0]["message"]
+    assert render("epmd", {}, MEMBERS, "shop", target="vm")["errors"] == []
 
 
 def test_epmd_fqdn_names_and_timeout():
@@ -91,13 +150,15 @@ def test_erlang_hosts_renders_hosts_file():
 
 def test_native_sets_kernel_sync_nodes():
     result = render("native", {"sync_nodes_timeout": 10000}, MEMBERS, "shop")
-    assert result["config"] == ("[{kernel, [{sync_nodes_optional, ['shop@198.18.4.11', 'shop@198.18.4.12', 'shop@198.18.4.13']}, "
+    assert result["config"] == ("%% beamops.cluster topology: strategy=native redials=false\n"
+                                "[{kernel, [{sync_nodes_optional, ['shop@198.18.4.11', 'shop@198.18.4.12', 'shop@198.18.4.13']}, "
                                 "{sync_nodes_timeout, 10000}]}].\n")
 
 
 def test_native_can_give_the_peer_list_to_an_application_env():
     result = render("native", {"peers_env": "shop.peers"}, MEMBERS[:2], "shop")
-    assert result["config"] == ("[{kernel, [{sync_nodes_optional, ['shop@198.18.4.11', 'shop@198.18.4.12']}, {sync_nodes_timeout, 30000}]}, "
+    assert result["config"] == ("%% beamops.cluster topology: strategy=native redials=true\n"
+                                "[{kernel, [{sync_nodes_optional, ['shop@198.18.4.11', 'shop@198.18.4.12']}, {sync_nodes_timeout, 30000}]}, "
                                 "{shop, [{peers, ['shop@198.18.4.11', 'shop@198.18.4.12']}]}].\n")
     assert fields(render("native", {"peers_env": "shop"}, MEMBERS, "shop")) == ["options.peers_env"]
 
@@ -108,7 +169,7 @@ def test_kubernetes_strategies_give_pod_node_names():
     assert '{application_name, <<"shop">>}' in dns["config"]
     srv = render("kubernetes_dnssrv", {"service": "shop-headless", "namespace": "prod"}, [], "shop")
     assert srv["started_as"] == "shop@$(POD_NAME).shop-headless.prod.svc.$(CLUSTER_DOMAIN)"
-    api = render("kubernetes", {"kubernetes_selector": "app=shop", "mode": "ip"}, [], "shop")
+    api = render("kubernetes_api", {"kubernetes_selector": "app=shop", "mode": "ip"}, [], "shop")
     assert "{mode, ip}" in api["config"] and "'Elixir.Cluster.Strategy.Kubernetes'" in api["config"]
 
 
@@ -146,7 +207,7 @@ def test_bad_basename():
 
 
 def test_every_strategy_is_known_to_the_renderer():
-    assert set(STRATEGIES) == {"epmd", "erlang_hosts", "gossip", "dnspoll", "native", "kubernetes_dns", "kubernetes_dnssrv", "kubernetes"}
+    assert set(STRATEGIES) == {"epmd", "erlang_hosts", "gossip", "dnspoll", "native", "kubernetes_dns", "kubernetes_dnssrv", "kubernetes_api"}
 
 
 @pytest.mark.parametrize("otp", sorted(runtimes()))
@@ -158,7 +219,7 @@ def test_every_strategy_is_known_to_the_renderer():
     ("dnspoll", {"query": "shop.lab.test", "polling_interval": 1000}, "address"),
     ("erlang_hosts", {"timeout": 3000}, "fqdn"),
     ("native", {"peers_env": "shop.peers"}, "address"),
-    ("kubernetes", {"kubernetes_selector": "app=shop", "mode": "hostname", "kubernetes_service_name": "shop"}, "address"),
+    ("kubernetes_api", {"kubernetes_selector": "app=shop", "mode": "hostname", "kubernetes_service_name": "shop"}, "address"),
 ])
 def test_real_erl_loads_the_config(otp, strategy, options, node_host):
     result = render(strategy, options, MEMBERS, "shop", node_host)
