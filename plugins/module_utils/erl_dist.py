@@ -26,10 +26,11 @@ Public API
 Sans-IO core
 ============
 The protocol itself is pure code without sockets, shared by the blocking ``connect`` above and by the
-single-threaded driver of ``erl_mesh``: ``build_send_name``, ``parse_status``, ``parse_challenge``,
+single-threaded poll driver (``erl_driver``): ``build_send_name``, ``parse_status``, ``parse_challenge``,
 ``build_challenge_reply``, ``check_ack``, ``split_frame``; ``Handshake`` (a state machine fed with received
 bytes that returns the bytes to send) and ``Session`` (frames after the handshake: ticks, UNLINK_ID, rpc
-requests and their replies by reference).
+requests and their replies by reference). ``tls_failure`` turns an ``ssl`` error into the diagnosis both
+transports report.
 
 Terms follow ``erl_term``: pass ``Atom("x")`` for atoms; a Python ``str`` is sent as a binary.
 
@@ -120,6 +121,12 @@ HANDSHAKE_MAX_FRAME = 65535
 # Characters of node names (checked with sets: the re module is a few ms of import for a fresh process).
 _ALIVE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _HOST_CHARS = _ALIVE_CHARS | frozenset(".:[]%")
+
+# A message {Ref, Reply} starts with version 131 and a 2-tuple; Replies up to this size are kept for reuse.
+REPLY_PREFIX = bytes([131, 104, 2])
+MAX_REUSED_REPLY = 256 * 1024
+MAX_REUSED_REPLIES = 8
+_UNKNOWN = object()
 
 # Random bytes a connection needs, drawn with one os.urandom call: creation (4), our challenge (4),
 # the reference seed (8) and the suffix of the generated local node name (6).
@@ -461,9 +468,14 @@ class Session:
     us or None until more data is needed, and queues the answers to ticks and UNLINK_ID on the way;
     ``take_outgoing()`` hands over the bytes to send. ``gen_calls(...)`` builds request frames,
     ``collect(message)`` files replies under their reference.
+
+    With ``reuse_replies`` a ``{Ref, Reply}`` message whose Reply is byte for byte the same as one decoded
+    before on this session gives back that decoded value instead of decoding it again: a poller asking
+    ``erlang:nodes()`` ten times a second mostly gets the same answer. The values are then shared between
+    messages, so callers must not modify them.
     """
 
-    def __init__(self, local_node, peer_node, creation, ref_seed, max_frame=DEFAULT_MAX_FRAME):
+    def __init__(self, local_node, peer_node, creation, ref_seed, max_frame=DEFAULT_MAX_FRAME, reuse_replies=False):
         self.local_node = local_node
         self.peer_node = peer_node
         self.creation = creation
@@ -477,6 +489,7 @@ class Session:
         self._buffer = bytearray()
         self._start = 0
         self._outgoing = []
+        self._reuse = {} if reuse_replies else None
 
     def feed(self, data):
         if self._start and self._start == len(self._buffer):
@@ -511,7 +524,7 @@ class Session:
                 self._outgoing.append(b"\x00\x00\x00\x00")
                 self.ticks_answered += 1
                 continue
-            control, message = decode_frame(body)
+            control, message = decode_frame(body) if self._reuse is None else self._decode_reusing(body)
             tag = control[0]
             if tag == CTRL_UNLINK_ID and len(control) == 4:
                 # {35, Id, From, To} must be acknowledged as {36, Id, To, From}.
@@ -523,21 +536,58 @@ class Session:
                 return control, message
             # Links, monitors and exits aimed at our pid need no answer from a client that makes none.
 
-    def make_ref(self):
-        self._serial += 1
+    def _decode_reusing(self, data):
+        """``decode_frame`` for a session with ``reuse_replies``: a known Reply of ``{Ref, Reply}`` is not decoded."""
+        if data[0] != PASS_THROUGH:
+            return decode_frame(data)
+        try:
+            control, offset = erl_term.decode_from(data, 1)
+            if data[offset:offset + 3] != REPLY_PREFIX:
+                message = erl_term.decode_from(data, offset)[0] if offset < len(data) else None
+                return self._checked(control), message
+            tag, start = erl_term.decode_untagged(data, offset + 3)
+            reply_bytes = data[start:]
+            reply = self._reuse.get(reply_bytes, _UNKNOWN)
+            if reply is _UNKNOWN:
+                reply = erl_term.decode_untagged(data, start)[0]
+                if len(reply_bytes) <= MAX_REUSED_REPLY:
+                    if len(self._reuse) >= MAX_REUSED_REPLIES:
+                        self._reuse.clear()
+                    self._reuse[reply_bytes] = reply
+        except erl_term.TermError as exc:
+            raise ProtocolError("the node sent a term that cannot be decoded: %s" % exc)
+        return self._checked(control), (tag, reply)
+
+    @staticmethod
+    def _checked(control):
+        if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
+            raise ProtocolError("the node sent a malformed control message")
+        return control
+
+    def make_ref(self, serial=None):
+        """A new reference; with ``serial`` the one of that number (the same on every session of one name)."""
+        if serial is None:
+            self._serial += 1
+            serial = self._serial
+        # The first word holds 18 bits (as in Erlang's own references); higher serials vary the second.
         return erl_term.Reference(erl_term.Atom(self.local_node), self.creation,
-                                  (self._serial & 0x3FFFF, self._ref_seed[0], self._ref_seed[1]))
+                                  (serial & 0x3FFFF, (self._ref_seed[0] ^ (serial >> 18)) & 0xFFFFFFFF,
+                                   self._ref_seed[1]))
 
     def reg_send(self, name, message):
         """The frame that sends ``message`` to the process registered as ``name`` on the peer."""
         control = (CTRL_REG_SEND, self.pid, erl_term.Atom(""), erl_term.Atom(name))
         return frame(bytes([PASS_THROUGH]) + erl_term.encode(control) + erl_term.encode(message), 4)
 
-    def gen_calls(self, name, requests):
-        """Frames of gen_server calls to registered ``name``: ``(bytes, [reference, ...])``."""
+    def gen_calls(self, name, requests, serial=None):
+        """Frames of gen_server calls to registered ``name``: ``(bytes, [reference, ...])``.
+
+        With ``serial`` the references are numbered from it, so that every session of one local name sends the
+        same bytes for the same calls (encoded once, sent to many nodes).
+        """
         frames, refs = [], []
-        for request in requests:
-            ref = self.make_ref()
+        for index, request in enumerate(requests):
+            ref = self.make_ref(None if serial is None else serial + index)
             frames.append(self.reg_send(name, (erl_term.Atom("$gen_call"), (self.pid, ref), request)))
             refs.append(ref)
         return b"".join(frames), refs
@@ -720,26 +770,37 @@ def speaks_tls(host, port, deadline, family):
         sock.close()
 
 
+def tls_server_name(tls, host):
+    """The name the node's certificate must carry: ``tls.server_name`` or the host part of its node name."""
+    return tls.server_name or host.strip("[]")
+
+
+def tls_failure(exc, node, tls, server_name):
+    """The ``tls_failed`` DistError for an ``ssl.SSLError`` (or ``OSError``) met while talking TLS to ``node``."""
+    import ssl  # only TLS users pay for loading ssl (and OpenSSL)
+    if not isinstance(exc, ssl.SSLError):
+        return DistError("TLS handshake with %s failed: the node closed the connection (%s); it may not use TLS "
+                         "distribution or wants a client certificate" % (node, exc), "tls_failed")
+    detail = getattr(exc, "reason", None) or str(exc)
+    hint = ""
+    if ("HANDSHAKE_FAILURE" in detail or "CERTIFICATE_REQUIRED" in detail) and not tls.cert_file:
+        hint = " (the node may demand a client certificate: set tls_cert_file and tls_key_file)"
+    elif "CERTIFICATE_VERIFY_FAILED" in detail:
+        hint = " (the node's certificate is not signed by tls_ca_file or does not name %s)" % server_name
+    return DistError("TLS handshake with %s failed: %s%s" % (node, detail, hint), "tls_failed")
+
+
 def _wrap_tls(sock, host, node, tls, deadline):
     import ssl  # only TLS users pay for loading ssl (and OpenSSL)
     try:
         ctx = tls.context()
     except ValueError as exc:
         raise DistError(str(exc), "tls_failed")
-    server_name = tls.server_name or host.strip("[]")
+    server_name = tls_server_name(tls, host)
     try:
         sock.settimeout(deadline.remaining())
         return ctx.wrap_socket(sock, server_hostname=server_name if tls.verify else None)
     except _socket.timeout:
         raise DistTimeout("the TLS handshake with %s timed out" % node)
-    except ssl.SSLError as exc:
-        detail = getattr(exc, "reason", None) or str(exc)
-        hint = ""
-        if "HANDSHAKE_FAILURE" in detail and not tls.cert_file:
-            hint = " (the node may demand a client certificate: set tls_cert_file and tls_key_file)"
-        elif "CERTIFICATE_VERIFY_FAILED" in detail:
-            hint = " (the node's certificate is not signed by tls_ca_file or does not name %s)" % server_name
-        raise DistError("TLS handshake with %s failed: %s%s" % (node, detail, hint), "tls_failed")
-    except OSError as exc:
-        raise DistError("TLS handshake with %s failed: the node closed the connection (%s); it may not use TLS "
-                        "distribution or wants a client certificate" % (node, exc), "tls_failed")
+    except (ssl.SSLError, OSError) as exc:
+        raise tls_failure(exc, node, tls, server_name)

@@ -6,7 +6,7 @@
 Public API
 ==========
 ``mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=4369, dist_port=None, tls=None,
-              family=None, local_node=None) -> dict``
+              family=None, local_node=None, dial=None) -> dict``
     Connects to every node as a hidden node (all at once, under one overall ``timeout``), asks it
     ``erlang:nodes()`` and ``erlang:nodes(hidden)`` (its name is the one its handshake proved) and returns::
 
@@ -20,6 +20,10 @@ Public API
         unlisted       nodes the listed ones are connected to that are not in ``nodes``
         elapsed_ms
 
+    ``dial`` maps node names to the ``(host, port)`` of their distribution listener (a port-forward, a NAT
+    address): those nodes are dialled there, EPMD is not asked for them, and their handshake must still
+    prove the name they are listed under.
+
     ``reason`` is ``ok`` for a node in a healthy mesh and otherwise a diagnosis code:
     for nodes that cannot be asked ``epmd_unreachable``, ``not_registered``,
     ``dist_port_unreachable``, ``cookie_rejected``, ``not_allowed``, ``name_mismatch``,
@@ -28,61 +32,35 @@ Public API
     ``name_type_mismatch``, ``isolated``, ``partitioned``, ``missing_links``, ``too_few_peers``.
     ``message`` is one plain sentence. A broken mesh is a result: only bad arguments raise
     (``ValueError``).
-``wait_for_mesh(nodes, cookie, timeout=30.0, poll_ms=100, expected=None, **connection)``
-    Polls ``mesh_report`` until ``full_mesh`` or the timeout; returns ``(converged, report, ms, attempts)``
-    where ``ms`` is when it converged (None if it did not).
+``wait_for_mesh(nodes, cookie, timeout=30.0, poll_ms=100, expected=None, attempt_timeout=5.0, **connection)``
+    Reports until ``full_mesh`` or the timeout; returns ``(converged, report, ms, attempts)`` where ``ms`` is
+    when it converged (None if it did not). The sessions stay open from one attempt to the next (a node that
+    closed its connection is dialled again), so each attempt after the first costs two calls per node.
 ``diagnosis(report)``
     One line ``node: reason: message`` per node whose reason is not ``ok`` (a list of str).
 
-Plain TCP nodes are asked from one thread: a ``poll()`` loop over non-blocking sockets runs every
-host's EPMD lookup, every handshake and every query at once with the sans-IO core of ``erl_dist`` (a
-thread per node would double the CPU time of a report, which on a small host is its wall time too). TLS
-nodes are asked with the blocking client, a thread each.
+Every node, plain or TLS, is asked from one thread by ``erl_driver.Driver``: a ``poll()`` loop over
+non-blocking sockets runs every host's EPMD lookup, every handshake and every query at once (a thread per
+node would double the CPU time of a report, which on a small host is its wall time too).
 
 Verification is read-only: the client is hidden and only calls ``erlang:nodes/0,1``.
 """
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import _socket  # not socket.py, which imports enum: see erl_epmd
-import collections
-import errno
-import os
-import select
 import time
 
-from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist
-from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import (
-    EPMD_DEFAULT_PORT,
-    MAX_EPMD_REPLY,
-    NAMES_REQ,
-    ConnectionClosed,
-    Deadline,
-    DistError,
-    DistTimeout,
-    EpmdUnreachable,
-    names as epmd_names,
-    parse_names,
-    request as epmd_request,
-    resolve,
-)
+from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist, erl_driver
+from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import EPMD_DEFAULT_PORT, Deadline
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_term import Atom
 
 # What each node is asked. Its name needs no erlang:node/0 call: the handshake has the node state it and refuses
 # any other name than the one dialled (NameMismatch), and each call spares the node a process spawned by rex.
 QUERIES = [("erlang", "nodes", []), ("erlang", "nodes", [Atom("hidden")])]
 
-# A thread that overruns the deadline (it cannot: every socket call takes its timeout from it) is
-# still given this long to report before it is counted as timed out.
-JOIN_GRACE = 0.25
-
-# poll() events: an error or a hang-up is read (recv tells which), like a socket that is readable.
-POLL_READ = select.POLLIN | select.POLLERR | select.POLLHUP
-POLL_WRITE = select.POLLOUT
-
-# Sockets the report keeps open at once: a long node list waits its turn instead of running out of file
-# descriptors (often 1024 a process).
-MAX_SOCKETS = 256
+# Sockets a report keeps open at once: a long node list waits its turn instead of running out of file
+# descriptors (often 1024 a process). Each session closes once its node has answered.
+MAX_SOCKETS = erl_driver.MAX_SOCKETS
 
 
 def validate_nodes(nodes):
@@ -105,59 +83,12 @@ def _entry(reachable, reason, message, name=None, connected=None, hidden=None):
             "reason": reason, "message": message}
 
 
-def _registries(hosts, deadline, epmd_port, family):
-    """NAMES of every host's EPMD, in parallel: {host: dict of names or DistError}."""
-    import threading  # the TLS path only: plain nodes are asked from one thread
-    registries = {}
-
-    def ask(host):
-        try:
-            registries[host] = epmd_names(host, deadline, epmd_port, family)
-        except DistError as exc:
-            registries[host] = exc
-
-    threads = [threading.Thread(target=ask, args=(host,), daemon=True) for host in hosts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(max(0.0, deadline.end - time.monotonic()) + JOIN_GRACE)
-    return registries
-
-
-def _epmd_failure(node, host, alive, registry, epmd_port):
-    if isinstance(registry, DistTimeout):
-        return _entry(False, "timeout", "EPMD on %s did not answer within the time budget." % host)
-    if isinstance(registry, DistError):
-        return _entry(False, "epmd_unreachable",
-                      "EPMD on %s port %d cannot be reached (%s): the host is down, EPMD is not running or a "
-                      "firewall blocks it." % (host, epmd_port, registry))
-    if registry is None:
-        return _entry(False, "timeout", "EPMD on %s did not answer within the time budget." % host)
-    if alive not in registry:
-        listed = ", ".join(sorted(registry)) or "none"
-        return _entry(False, "not_registered",
-                      "EPMD on %s has no node named %s (it has: %s): %s is down or was started under another "
-                      "name." % (host, alive, listed, node))
-    return None
-
-
-def _ask(node, cookie, deadline, dist_port, conn_args, local_names):
-    """Connect to one node with the blocking client and ask its view; returns a per-node entry."""
-    try:
-        with erl_dist.connect(node, cookie, deadline=deadline, dist_port=dist_port, **conn_args) as conn:
-            visible, hidden = conn.rpc_many(QUERIES, deadline=deadline)
-            local_names.add(conn.local_node)
-    except DistError as exc:
-        return _error_entry(node, exc)
-    return _answer_entry(conn.peer_node, visible, hidden)
-
-
 def _error_entry(node, exc):
     """The entry of a node that could not be asked, from the ``DistError`` that stopped us."""
     if isinstance(exc, erl_dist.NameMismatch):
         return _entry(False, exc.reason, str(exc).rstrip(".") + ".", name=exc.actual)
-    if isinstance(exc, DistTimeout):
-        return _entry(False, "timeout", "%s did not complete the connection and query within the time budget." % node)
+    if isinstance(exc, erl_driver.EpmdLookupError):
+        return _entry(False, exc.reason, str(exc))
     if exc.reason == "dist_port_unreachable":
         message = ("nothing accepts connections on the distribution port of %s (%s): the node is stopping, "
                    "hung, or a firewall blocks the port." % (node, exc))
@@ -179,360 +110,6 @@ def _answer_entry(node, visible, hidden):
 
 def _is_name_list(value):
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
-
-
-# ------------------------------------------------------------------------------ single-threaded driver
-class _Channel:
-    """One non-blocking socket of the driver: connects (trying each address in turn), then sends and reads.
-
-    Subclasses say what to send once connected (``on_connected``), what to answer to received bytes
-    (``on_data``) and what a hang-up means (``on_eof``); they set ``finished`` when their work is done.
-    """
-
-    reason = "epmd_unreachable"
-
-    def __init__(self, host, port, addresses):
-        self.host = host
-        self.port = port
-        self.addresses = list(addresses)
-        self.sock = None
-        self.connecting = False
-        self.outgoing = b""
-        self.finished = False
-        self.retry = False  # the connect failed: the driver moves on to the next address
-        self.polled = 0  # the events poll() watches for on the socket
-        self.last_error = None
-
-    def connect_next(self):
-        """Start connecting to the next address; raises ``DistError`` when none is left."""
-        self.retry = False
-        self.close()
-        while self.addresses:
-            fam, kind, proto, addr = self.addresses.pop(0)
-            try:
-                # Out of file descriptors (a very large node list) is that node's error, not the report's.
-                sock = _socket.socket(fam, kind, proto)
-            except OSError as exc:
-                self.last_error = exc.strerror or str(exc)
-                continue
-            sock.setblocking(False)
-            try:
-                err = sock.connect_ex(addr)
-            except OSError as exc:
-                err = exc.errno or errno.EINVAL
-            if err in (0, errno.EINPROGRESS):
-                self.sock = sock
-                self.connecting = True
-                return
-            sock.close()
-            self.last_error = os.strerror(err)
-        raise DistError("cannot connect to %s port %d: %s" % (self.host, self.port, self.last_error), self.reason)
-
-    def events(self):
-        """The poll() events to wait for."""
-        if self.connecting:
-            return POLL_WRITE
-        return select.POLLIN | (POLL_WRITE if self.outgoing else 0)
-
-    def handle(self, mask):
-        if self.connecting:
-            err = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-            if err:
-                self.last_error = os.strerror(err)
-                self.retry = True
-                return
-            self.connecting = False
-            self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-            self.outgoing += self.on_connected()
-        elif mask & POLL_READ:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.on_eof(exc)
-                return
-            if not data:
-                self.on_eof(None)
-                return
-            self.outgoing += self.on_data(data)
-        if self.outgoing and not self.finished:
-            try:
-                sent = self.sock.send(self.outgoing)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self.on_eof(exc)
-                return
-            self.outgoing = self.outgoing[sent:]
-
-    def close(self):
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def on_connected(self):
-        raise NotImplementedError
-
-    def on_data(self, data):
-        raise NotImplementedError
-
-    def on_eof(self, error):
-        raise NotImplementedError
-
-
-class _NamesLookup(_Channel):
-    """EPMD NAMES of one host: ``registry`` is the ``{alive: port}`` answer once ``finished``."""
-
-    def __init__(self, host, port, addresses):
-        super(_NamesLookup, self).__init__(host, port, addresses)
-        self.answer = b""
-        self.registry = None
-
-    def on_connected(self):
-        return epmd_request(bytes([NAMES_REQ]))
-
-    def on_data(self, data):
-        self.answer += data
-        if len(self.answer) > MAX_EPMD_REPLY:
-            raise EpmdUnreachable("EPMD on %s port %d sent an oversized answer" % (self.host, self.port))
-        return b""
-
-    def on_eof(self, error):
-        if error is not None:
-            raise EpmdUnreachable("EPMD on %s port %d reset the connection: %s" % (self.host, self.port, error))
-        self.registry = parse_names(self.answer)
-        self.finished = True
-
-
-class _HiddenNode:
-    """The hidden node one report connects as: one name per name type, one creation and one reference seed for
-    all its connections, so that the query frames are the same bytes for every node and are encoded once."""
-
-    def __init__(self, local_node=None):
-        self.entropy = erl_dist.Entropy()
-        self.local_node = local_node
-        self._queries = {}  # local node name -> (frames, refs)
-
-    def name_for(self, node):
-        return self.local_node or erl_dist.local_name_for(node, self.entropy)
-
-    def session(self, local_node, node):
-        return erl_dist.Session(local_node, node, self.entropy.creation, self.entropy.ref_seed)
-
-    def queries(self, session):
-        """The ``QUERIES`` frames of ``session`` and their references: the same for every connection under one
-        name, since a reply can only come back on the connection that asked."""
-        if session.local_node not in self._queries:
-            self._queries[session.local_node] = session.gen_calls("rex", [erl_dist.rpc_request(*q) for q in QUERIES])
-        return self._queries[session.local_node]
-
-
-class _NodeQuery(_Channel):
-    """Handshake with one node, then the ``QUERIES`` through ``rex``: ``answers`` once ``finished``."""
-
-    reason = "dist_port_unreachable"
-
-    def __init__(self, node, host, port, addresses, cookie, caller):
-        super(_NodeQuery, self).__init__(host, port, addresses)
-        self.node = node
-        self.caller = caller
-        self.local_node = caller.name_for(node)
-        # Our challenge is the one value each connection draws afresh: it is what makes the node prove its cookie.
-        self.handshake = erl_dist.Handshake(node, cookie, self.local_node, caller.entropy.creation,
-                                            erl_dist.Entropy().challenge)
-        self.session = None
-        self.refs = None
-        self.answers = None
-
-    def on_connected(self):
-        return self.handshake.start()
-
-    def on_data(self, data):
-        reply = b""
-        if not self.handshake.done:
-            reply = self.handshake.feed(data)
-            if self.session is None and self.handshake.replied:
-                # The queries ride with our challenge reply instead of waiting for the ack: one round trip less
-                # through a busy node (about 7 % of a 50-node report here). The node reads them only after it
-                # has accepted the reply; one that rejects it closes the connection with them unread.
-                self.session = self.caller.session(self.local_node, self.node)
-                requests, self.refs = self.caller.queries(self.session)
-                reply += requests
-            if not self.handshake.done:
-                return reply
-            data = self.handshake.rest
-        session = self.session
-        session.feed(data)
-        while True:
-            received = session.next_message()
-            if received is None:
-                break
-            session.collect(received[1])
-        reply += session.take_outgoing()
-        if session.has_replies(self.refs):
-            self.answers = erl_dist.check_rpc_results(QUERIES, session.pop_replies(self.refs), self.node)
-            self.finished = True
-        return reply
-
-    def on_eof(self, error):
-        if not self.handshake.done:
-            raise self.handshake.closed()
-        raise ConnectionClosed("%s closed the connection before answering our queries" % self.node)
-
-
-class _TlsProbe:
-    """After a plain-TCP hang-up on our name: does the port speak TLS? Run in a thread, it can take 0.5 s."""
-
-    def __init__(self, node, host, port, family, deadline, closed):
-        import threading  # only this rare diagnosis needs a thread
-        self.node = node
-        self.closed = closed
-        self.speaks_tls = False
-        self.thread = threading.Thread(target=self._run, args=(host, port, family, deadline), daemon=True)
-        self.thread.start()
-
-    def _run(self, host, port, family, deadline):
-        try:
-            self.speaks_tls = erl_dist.speaks_tls(host, port, deadline, family)
-        except DistError:
-            self.speaks_tls = False
-
-    def entry(self):
-        return _error_entry(self.node, erl_dist.tls_required(self.node) if self.speaks_tls else self.closed)
-
-
-def _replace_port(addresses, port):
-    return [(fam, kind, proto, addr[:1] + (port,) + addr[2:]) for fam, kind, proto, dummy, addr in addresses]
-
-
-def _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, family, local_node):
-    """Every node's entry, from one thread: EPMD lookups, handshakes and queries interleaved on one poll()."""
-    per_node = {}
-    local_names = set()
-    caller = _HiddenNode(local_node)
-    poller = select.poll()
-    watched = {}  # file descriptor -> channel
-    resolved = {}
-    probes = []
-    waiting = {}  # host -> nodes waiting for that host's EPMD answer
-    queued = collections.deque()  # (node, port) waiting for a socket of their own
-
-    def addresses(host, port, reason):
-        if host not in resolved:
-            try:
-                resolved[host] = resolve(host, 0, deadline, family, reason)
-            except DistError as exc:
-                resolved[host] = exc
-        found = resolved[host]
-        if isinstance(found, DistError):
-            raise DistError(str(found), reason)
-        return _replace_port(found, port)
-
-    def watch(channel):
-        channel.connect_next()
-        channel.polled = channel.events()
-        watched[channel.sock.fileno()] = channel
-        poller.register(channel.sock, channel.polled)
-
-    def drop(channel):
-        if channel.sock is not None and watched.get(channel.sock.fileno()) is channel:
-            del watched[channel.sock.fileno()]
-            poller.unregister(channel.sock)
-        channel.close()
-
-    def start_query(node, port):
-        queued.append((node, port))
-        start_queued()
-
-    def start_queued():
-        while queued and len(watched) < MAX_SOCKETS:
-            node, port = queued.popleft()
-            try:
-                host = split[node][1]
-                watch(_NodeQuery(node, host, port, addresses(host, port, "dist_port_unreachable"), cookie, caller))
-            except DistError as exc:
-                per_node[node] = _error_entry(node, exc)
-
-    def finish(channel, error=None):
-        """Record what a channel ended with, and start the queries a finished EPMD lookup allows."""
-        if isinstance(channel, _NamesLookup):
-            registry = channel.registry if error is None else error
-            for node in waiting.pop(channel.host):
-                alive = split[node][0]
-                failure = _epmd_failure(node, channel.host, alive, registry, epmd_port)
-                if failure:
-                    per_node[node] = failure
-                else:
-                    start_query(node, registry[alive])
-        elif error is None:
-            local_names.add(channel.local_node)
-            visible, hidden = channel.answers
-            per_node[channel.node] = _answer_entry(channel.handshake.peer_name, visible, hidden)
-        elif isinstance(error, erl_dist.ClosedBeforeStatus):
-            probes.append(_TlsProbe(channel.node, channel.host, channel.port, family, deadline, error))
-        else:
-            per_node[channel.node] = _error_entry(channel.node, error)
-
-    try:
-        if dist_port is None:
-            for node in nodes:
-                waiting.setdefault(split[node][1], []).append(node)
-            for host in sorted(waiting):
-                lookup = _NamesLookup(host, epmd_port, [])
-                try:
-                    lookup.addresses = addresses(host, epmd_port, "epmd_unreachable")
-                    watch(lookup)
-                except DistError as exc:
-                    finish(lookup, exc)
-        else:
-            for node in nodes:
-                start_query(node, dist_port)
-        while watched or probes:
-            left = deadline.end - time.monotonic()
-            if left <= 0:
-                break
-            # A probe thread cannot wake poll(): look at it every 20 ms while one runs. Channels are looked up
-            # before any is handled, since handling one may close a socket and reuse its descriptor.
-            ready = [(watched[fd], mask) for fd, mask in poller.poll(1000 * (min(left, 0.02) if probes else left))]
-            for channel, mask in ready:
-                if channel.sock is None:  # dropped earlier in this round
-                    continue
-                try:
-                    channel.handle(mask)
-                    if channel.retry:
-                        drop(channel)
-                        watch(channel)
-                except DistError as exc:
-                    drop(channel)
-                    finish(channel, exc)
-                    continue
-                except Exception as exc:  # pylint: disable=broad-except
-                    # A peer must never be able to crash the report: whatever it did is that node's result.
-                    drop(channel)
-                    finish(channel, DistError("talking to %s failed unexpectedly: %s: %s" % (
-                        getattr(channel, "node", None) or "EPMD on %s" % channel.host, type(exc).__name__, exc),
-                        "protocol_error"))
-                    continue
-                if channel.finished:
-                    drop(channel)
-                    finish(channel)
-                elif channel.events() != channel.polled:
-                    channel.polled = channel.events()
-                    poller.modify(channel.sock, channel.polled)
-            start_queued()
-            for probe in [p for p in probes if not p.thread.is_alive()]:
-                probes.remove(probe)
-                per_node[probe.node] = probe.entry()
-    finally:
-        for channel in watched.values():
-            channel.close()
-    for probe in probes:  # out of time: what is known is that the node hung up on our name
-        per_node[probe.node] = _error_entry(probe.node, probe.closed)
-    for host, stranded in waiting.items():
-        for node in stranded:
-            per_node[node] = _epmd_failure(node, host, split[node][0], None, epmd_port)
-    return per_node, local_names
 
 
 def _components(members, linked):
@@ -617,69 +194,75 @@ def analyse(nodes, per_node, expected=None):
             "unreachable": unreachable, "unlisted": unlisted}
 
 
-def _ask_all_threaded(nodes, split, cookie, deadline, epmd_port, dist_port, conn_args):
-    """Every node's entry from the blocking client, a thread each (the TLS path)."""
-    import threading  # the TLS path only: plain nodes are asked from one thread
-    registries = {}
-    if dist_port is None:
-        registries = _registries(sorted(set(h for dummy, h in split.values())), deadline, epmd_port,
-                                 conn_args["family"])
-    local_names = set()
-    per_node = {}
-
-    def run(node):
+def validate_dial(dial, nodes=None):
+    """``dial`` as {node: (host, port)}, checked: raises ValueError naming the ``dial`` option."""
+    if not dial:
+        return {}
+    if not isinstance(dial, dict):
+        raise ValueError("dial must map node names to (host, port) pairs")
+    result = {}
+    for node, address in dial.items():
         try:
-            alive, host = split[node]
-            port = dist_port
-            if dist_port is None:
-                registry = registries.get(host)
-                failure = _epmd_failure(node, host, alive, registry, epmd_port)
-                if failure:
-                    per_node[node] = failure
-                    return
-                port = registry[alive]
-            per_node[node] = _ask(node, cookie, deadline, port, conn_args, local_names)
-        except Exception as exc:  # pylint: disable=broad-except
-            # A peer must never be able to crash the report: whatever it did is that node's result.
-            per_node[node] = _entry(False, "protocol_error", "talking to %s failed unexpectedly: %s: %s."
-                                    % (node, type(exc).__name__, exc))
+            erl_dist.split_node(node)
+        except ValueError as exc:
+            raise ValueError("dial: %s" % exc)
+        if nodes is not None and node not in nodes:
+            raise ValueError("dial: %s is not one of the nodes listed" % node)
+        if not (isinstance(address, (tuple, list)) and len(address) == 2 and isinstance(address[0], str)
+                and address[0] and isinstance(address[1], int) and 0 < address[1] < 65536):
+            raise ValueError("dial: the address of %s must be (host, port) with a port from 1 to 65535, not %r"
+                             % (node, address))
+        result[node] = (address[0], address[1])
+    return result
 
-    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in nodes]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(max(0.0, deadline.end - time.monotonic()) + JOIN_GRACE)
-    return dict(per_node), local_names
+
+def _ask(driver, nodes, deadline, keep_open):
+    """{node: entry} of one round of QUERIES over ``driver``, within ``deadline``."""
+    batch = driver.call_all(nodes, QUERIES, keep_open=keep_open)
+    try:
+        driver.run(until=lambda: batch.left == 0, deadline=deadline.end)
+    finally:
+        driver.abandon(batch.values())
+    per_node = {}
+    for node in nodes:
+        call = batch[node]
+        if call.ok:
+            per_node[node] = _answer_entry(driver.links[node].peer_name, *call.results)
+        else:
+            per_node[node] = _error_entry(node, call.error)
+    return per_node
+
+
+def _report(driver, nodes, timeout, expected, keep_open):
+    started = time.monotonic()
+    per_node = _ask(driver, nodes, Deadline(timeout), keep_open)
+    for entry in per_node.values():
+        # Our own hidden connections are not part of the cluster.
+        entry["hidden"] = [h for h in entry["hidden"] if h not in driver.local_names]
+    report = {"per_node": per_node}
+    report.update(analyse(nodes, per_node, expected))
+    report["elapsed_ms"] = int(round((time.monotonic() - started) * 1000))
+    return report
+
+
+def _driver(nodes, cookie, timeout, epmd_port, dist_port, tls, family, local_node, dial):
+    if not isinstance(cookie, str):
+        raise ValueError("cookie must be a string")
+    return erl_driver.Driver(cookie, local_node=local_node, epmd_port=epmd_port, dist_port=dist_port, family=family,
+                             tls=tls, dial=validate_dial(dial, nodes), connect_timeout=timeout,
+                             max_sockets=MAX_SOCKETS)
 
 
 def mesh_report(nodes, cookie, timeout=5.0, expected=None, epmd_port=EPMD_DEFAULT_PORT, dist_port=None, tls=None,
-                family=None, local_node=None):
+                family=None, local_node=None, dial=None):
     """Ask every node what it is connected to; see the module docstring for the result."""
     started = time.monotonic()
     nodes = validate_nodes(nodes)
-    if not isinstance(cookie, str):
-        raise ValueError("cookie must be a string")
-    deadline = Deadline(timeout)
-    split = dict((n, erl_dist.split_node(n)) for n in nodes)
-    if tls is None:
-        per_node, local_names = _ask_all_nonblocking(nodes, split, cookie, deadline, epmd_port, dist_port, family,
-                                                     local_node)
-    else:
-        per_node, local_names = _ask_all_threaded(nodes, split, cookie, deadline, epmd_port, dist_port,
-                                                  {"tls": tls, "family": family, "local_node": local_node})
-    answers = {}
-    for node in nodes:  # in the order given; a straggler thread may still write into per_node
-        if node in per_node:
-            answers[node] = per_node[node]
-    for node in nodes:
-        if node not in answers:
-            answers[node] = _entry(False, "timeout", "%s did not answer within the time budget." % node)
-        else:
-            # Our own hidden connections are not part of the cluster.
-            answers[node]["hidden"] = [h for h in answers[node]["hidden"] if h not in local_names]
-    per_node = answers
-    report = {"per_node": per_node}
-    report.update(analyse(nodes, per_node, expected))
+    driver = _driver(nodes, cookie, timeout, epmd_port, dist_port, tls, family, local_node, dial)
+    try:
+        report = _report(driver, nodes, timeout, expected, keep_open=False)
+    finally:
+        driver.close()
     report["elapsed_ms"] = int(round((time.monotonic() - started) * 1000))
     return report
 
@@ -694,20 +277,27 @@ def diagnosis(report):
     return lines
 
 
-def wait_for_mesh(nodes, cookie, timeout=30.0, poll_ms=100, expected=None, attempt_timeout=5.0, **connection):
-    """Poll until the nodes form a full mesh: (converged, last report, converged_after_ms or None, attempts)."""
+def wait_for_mesh(nodes, cookie, timeout=30.0, poll_ms=100, expected=None, attempt_timeout=5.0, epmd_port=EPMD_DEFAULT_PORT,
+                  dist_port=None, tls=None, family=None, local_node=None, dial=None):
+    """Report until the nodes form a full mesh: (converged, last report, converged_after_ms or None, attempts)."""
     started = time.monotonic()
     nodes = validate_nodes(nodes)
     end = started + timeout
     attempts = 0
-    while True:
-        # A hung node must not use up the whole wait in one attempt.
-        budget = max(0.05, min(attempt_timeout, end - time.monotonic()))
-        report = mesh_report(nodes, cookie, timeout=budget, expected=expected, **connection)
-        attempts += 1
-        now = time.monotonic()
-        if report["full_mesh"]:
-            return True, report, int(round((now - started) * 1000)), attempts
-        if now + poll_ms / 1000.0 >= end:
-            return False, report, None, attempts
-        time.sleep(poll_ms / 1000.0)
+    # One driver for every attempt: sessions stay open in between, and a hung node is bounded per attempt.
+    driver = _driver(nodes, cookie, attempt_timeout, epmd_port, dist_port, tls, family, local_node, dial)
+    try:
+        while True:
+            # A hung node must not use up the whole wait in one attempt.
+            budget = max(0.05, min(attempt_timeout, end - time.monotonic()))
+            report = _report(driver, nodes, budget, expected, keep_open=True)
+            attempts += 1
+            now = time.monotonic()
+            if report["full_mesh"]:
+                return True, report, int(round((now - started) * 1000)), attempts
+            if now + poll_ms / 1000.0 >= end:
+                return False, report, None, attempts
+            # Between attempts the driver keeps answering ticks.
+            driver.run(deadline=now + poll_ms / 1000.0)
+    finally:
+        driver.close()

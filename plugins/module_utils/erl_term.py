@@ -742,6 +742,16 @@ def decode_from(data, offset=0, max_uncompressed_size=MAX_UNCOMPRESSED_SIZE):
     return _decode_top(data, off, end)
 
 
+def decode_untagged(data, offset):
+    """Decode the term whose tag (not a version byte) is at data[offset] of ``bytes``: (term, next offset).
+
+    For reading the parts of a message one by one, e.g. the reference of a ``{Ref, Reply}`` before its reply.
+    """
+    if offset < 0 or offset >= len(data):
+        raise TermError('no term at byte %d: the input has %d bytes' % (offset, len(data)))
+    return _decode_body(data, offset, len(data))
+
+
 def _decode_top(buf, off, end):
     if off < end and buf[off] == LOCAL_EXT:
         # LOCAL_EXT: a 4-byte hash of the encoding runtime, then the term; pids, ports and references

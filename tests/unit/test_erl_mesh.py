@@ -7,7 +7,7 @@ import pytest
 
 import beamnodes
 import otp
-from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist, erl_mesh
+from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist, erl_driver, erl_mesh
 
 RELEASES = sorted(otp.runtimes())
 TLS_RELEASES = [pytest.param(rel, marks=pytest.mark.skipif(
@@ -136,7 +136,7 @@ def test_a_refused_address_gives_way_to_the_next(cluster, monkeypatch):
     # A host name with several addresses (IPv6 first, as getaddrinfo often orders them) where the node listens on
     # one only. This machine has no such name and its /etc/hosts is not the tests' to change, so resolve() is
     # wrapped to put ::1, where nothing listens on the node's port, before the real 127.0.0.1 answer.
-    real_resolve = erl_mesh.resolve
+    real_resolve = erl_driver.resolve
 
     def resolve_with_ipv6_first(host, port, deadline, family=None, reason="epmd_unreachable"):
         found = real_resolve(host, port, deadline, family, reason)
@@ -144,7 +144,7 @@ def test_a_refused_address_gives_way_to_the_next(cluster, monkeypatch):
             found = [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", port, 0, 0))] + found
         return found
 
-    monkeypatch.setattr(erl_mesh, "resolve", resolve_with_ipv6_first)
+    monkeypatch.setattr(erl_driver, "resolve", resolve_with_ipv6_first)
     nodes = cluster[(RELEASES[0], "mesh")]
     result = report(nodes)
     assert result["full_mesh"] is True
