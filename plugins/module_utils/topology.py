@@ -137,6 +137,10 @@ DIALS_AT_START = frozenset(["epmd", "erlang_hosts", "dnspoll", "native", "kubern
 HEADER_PREFIX = "%% beamops.cluster topology:"
 
 NODE_HOST_MODES = ("address", "fqdn")
+# Kubernetes API strategy: how libcluster names the pods it finds, and which API it lists them from.
+API_MODES = ("ip", "dns", "hostname")
+API_LOOKUP_MODES = ("endpoints", "pods")
+_DNS_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _BASENAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _UNQUOTED_ATOM_RE = re.compile(r"^[a-z][A-Za-z0-9_@]*$")
 _RESERVED_WORDS = frozenset(
@@ -332,6 +336,9 @@ def render(strategy, options=None, members=None, basename="", node_host="address
         _check_members(members, basename, node_host, errors)
         result["nodes"] = dict((m.get("host"), node_name(basename, m, node_host)) for m in members)
     else:
+        if not isinstance(basename, str) or not _BASENAME_RE.match(basename):
+            _error(errors, "basename", "must be letters, digits, '_' or '-' (the part before '@'), got %r" % (basename,))
+        _check_kubernetes(strategy, options, cluster_domain, errors)
         result["started_as"] = _pod_node_name(strategy, basename, options, cluster_domain)
     started = list(result["nodes"].values())
 
@@ -446,14 +453,59 @@ def rolling_switch(running, strategy):
 
 
 def _pod_node_name(strategy, basename, options, cluster_domain):
-    """Node name a pod must be started as, with Kubernetes ``$(VAR)`` references to its downward-API env."""
+    """Node name a pod must be started as, with Kubernetes ``$(VAR)`` references to its downward-API env.
+
+    ``$(POD_NAME)``, ``$(POD_IP)``, ``$(POD_NAMESPACE)`` and ``$(CLUSTER_DOMAIN)`` are env entries of the pod;
+    ``$(POD_IP_DASHED)`` (the pod IP with ``-`` for ``.``) is not something the kubelet can make, so a pod that
+    needs it computes it in its start command (see k8s_manifests).
+    """
     if strategy == "kubernetes_dnssrv":
+        # The SRV targets CoreDNS gives a StatefulSet's pods: <pod>.<service>.<namespace>.svc.<cluster domain>.
         return "%s@$(POD_NAME).%s.%s.svc.$(CLUSTER_DOMAIN)" % (basename, options.get("service", ""), options.get("namespace", ""))
-    if strategy == "kubernetes_api" and options.get("mode") == "dns":
-        return "%s@$(POD_IP_DASHED).%s.pod.%s.local" % (
-            basename, options.get("kubernetes_namespace", "$(POD_NAMESPACE)"), options.get("kubernetes_cluster_name", "cluster"))
-    if strategy == "kubernetes_api" and options.get("mode") == "hostname":
-        return "%s@$(POD_NAME).%s.%s.svc.%s.local" % (
-            basename, options.get("kubernetes_service_name", ""), options.get("kubernetes_namespace", "$(POD_NAMESPACE)"),
-            options.get("kubernetes_cluster_name", "cluster"))
+    if strategy == "kubernetes_api":
+        # libcluster builds these names with "<kubernetes_cluster_name>.local", never with CLUSTER_DOMAIN.
+        domain = "%s.local" % options.get("kubernetes_cluster_name", _cluster_name(cluster_domain))
+        namespace = options.get("kubernetes_namespace", "$(POD_NAMESPACE)")
+        if options.get("mode") == "dns":
+            return "%s@$(POD_IP_DASHED).%s.pod.%s" % (basename, namespace, domain)
+        if options.get("mode") == "hostname":
+            return "%s@$(POD_NAME).%s.%s.svc.%s" % (basename, options.get("kubernetes_service_name", ""), namespace, domain)
     return "%s@$(POD_IP)" % basename
+
+
+def _cluster_name(cluster_domain):
+    """libcluster's ``kubernetes_cluster_name`` for a cluster domain: the part before ``.local`` (``cluster``)."""
+    domain = (cluster_domain or "").rstrip(".")
+    return domain[:-len(".local")] if domain.endswith(".local") else domain
+
+
+def _check_kubernetes(strategy, options, cluster_domain, errors):
+    """Kubernetes-only rules of libcluster 3.5.0 that no single option type expresses; fills the cluster name."""
+    domain = cluster_domain.rstrip(".") if isinstance(cluster_domain, str) else cluster_domain
+    if not isinstance(domain, str) or not _DNS_NAME_RE.match(domain) or len(domain) > 253:
+        _error(errors, "cluster_domain", "must be a DNS name such as cluster.local (the kubelet's --cluster-domain), got %r"
+               % (cluster_domain,))
+        return
+    if strategy != "kubernetes_api":
+        return
+    mode = options.setdefault("mode", "ip")
+    lookup = options.get("kubernetes_ip_lookup_mode", "endpoints")
+    if mode not in API_MODES:
+        _error(errors, "options.mode", "must be one of %s (how libcluster names the pods it finds), got %r" % (", ".join(API_MODES), mode))
+        return
+    if lookup not in API_LOOKUP_MODES:
+        _error(errors, "options.kubernetes_ip_lookup_mode", "must be %s, got %r" % (" or ".join(API_LOOKUP_MODES), lookup))
+    if mode == "hostname" and not options.get("kubernetes_service_name"):
+        _error(errors, "options.kubernetes_service_name", "is required with mode hostname: libcluster names each pod "
+               "<hostname>.<kubernetes_service_name>.<namespace>.svc...; set it to the headless Service of the StatefulSet")
+    if mode in ("dns", "hostname"):
+        if not domain.endswith(".local") or domain == "local":
+            _error(errors, "cluster_domain", "is %r, but libcluster 3.5.0 builds mode %s node names as <kubernetes_cluster_name>.local, "
+                   "so a cluster domain that does not end in .local cannot be expressed; use mode ip, or the kubernetes_dnssrv strategy"
+                   % (domain, mode))
+            return
+        wanted = _cluster_name(domain)
+        given = options.setdefault("kubernetes_cluster_name", wanted)
+        if given != wanted:
+            _error(errors, "options.kubernetes_cluster_name", "is %r but the cluster domain %r makes it %r (libcluster appends .local); "
+                   "leave it unset" % (given, domain, wanted))
