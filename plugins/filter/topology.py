@@ -12,16 +12,18 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.beamops.cluster.plugins.module_utils.topology import render
+from ansible_collections.beamops.cluster.plugins.module_utils.topology import heals, render, rolling_switch
 
 
-def topology(strategy, options=None, members=None, basename=None, node_host="address", variables=None):
+def topology(strategy, options=None, members=None, basename=None, node_host="address", variables=None, cluster_domain="cluster.local",
+             target=None):
     """Render the topology for ``strategy``; with ``variables``, each error also gets a ``text`` naming the caller's variable."""
     if basename is None:
         raise AnsibleFilterError("topology: the basename argument (node name part before '@') is required")
     if options is not None and not isinstance(options, dict):
         raise AnsibleFilterError("topology: options must be a dict, got %s" % type(options).__name__)
-    result = render(strategy, options=options, members=members, basename=basename, node_host=node_host)
+    result = render(strategy, options=options, members=members, basename=basename, node_host=node_host, cluster_domain=cluster_domain,
+                    target=target)
     if variables:
         for error in result["errors"]:
             error["text"] = "%s %s." % (_variable_of(error["field"], variables), error["message"])
@@ -53,8 +55,25 @@ def topology_members(hosts, hostvars, address_var="release_node_address", fqdn_v
     return members
 
 
+def topology_heals(strategy, options=None):
+    """``{"heals": bool, "why": text}``: whether nodes of this topology reconnect by themselves after a partition."""
+    ok, why = heals(strategy, options or {})
+    return {"heals": ok, "why": why}
+
+
+def topology_rolling_switch(running, strategy):
+    """``{"ok": bool, "why": text}``: whether nodes running ``running`` (release_info's topology) can move to
+    ``strategy`` host by host."""
+    if not isinstance(running, dict):
+        raise AnsibleFilterError("topology_rolling_switch: the input must be a dict with strategy and redials, got %s"
+                                 % type(running).__name__)
+    ok, why = rolling_switch(running, strategy)
+    return {"ok": ok, "why": why}
+
+
 class FilterModule(object):
     """beamops.cluster topology filters."""
 
     def filters(self):
-        return {"topology": topology, "topology_members": topology_members}
+        return {"topology": topology, "topology_members": topology_members, "topology_heals": topology_heals,
+                "topology_rolling_switch": topology_rolling_switch}
