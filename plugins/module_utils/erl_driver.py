@@ -24,6 +24,8 @@ Public API
     request per host, shared by the nodes waiting for it). The handshake always checks the node's name.
     ``tls`` (an ``erl_dist.TlsOptions``) runs TLS distribution in the same loop (``ssl`` memory BIOs).
     Nothing happens outside ``run()``; one thread owns a driver.
+``parse_address("host:port" or "[v6]:port") -> (host, port)``, ``validate_dial(dial, nodes=None)``
+    The checked form of a ``dial`` mapping (text or pairs); ValueError names the option.
 ``Driver.call(node, calls, keep_open=True) -> Call``
 ``Driver.call_all(nodes, calls, keep_open=True) -> Batch``
     Send ``(module, function, args)`` calls to ``rex`` on each node. A node without a session is dialled
@@ -116,6 +118,47 @@ def lookup_error(node, host, alive, epmd_port, registry):
     listed = ", ".join(sorted(registry)) or "none"
     return EpmdLookupError("EPMD on %s has no node named %s (it has: %s): %s is down or was started under another "
                            "name." % (host, alive, listed, node), "not_registered", host, sorted(registry))
+
+
+def parse_address(text, field="dial"):
+    """``(host, port)`` from ``host:port`` or ``[ipv6]:port``; raises ValueError naming ``field``."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ValueError("%s: %r is not an address: write host:port, or [address]:port for IPv6" % (field, text))
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError("%s: %r is not an address: write an IPv6 address as [address]:port" % (field, text))
+    else:
+        host, port = text.rsplit(":", 1)
+        if ":" in host:
+            raise ValueError("%s: %r is not an address: write an IPv6 address as [address]:port" % (field, text))
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("%s: %r is not an address: it needs a host and a port from 1 to 65535" % (field, text))
+    return host, int(port)
+
+
+def validate_dial(dial, nodes=None):
+    """``dial`` as {node: (host, port)}, checked (``host:port`` text is parsed): raises ValueError naming ``dial``."""
+    if not dial:
+        return {}
+    if not isinstance(dial, dict):
+        raise ValueError("dial must map node names to addresses (host:port)")
+    result = {}
+    for node, address in dial.items():
+        try:
+            erl_dist.split_node(node)
+        except ValueError as exc:
+            raise ValueError("dial: %s" % exc)
+        if nodes is not None and node not in nodes:
+            raise ValueError("dial: %s is not one of the nodes listed" % node)
+        if isinstance(address, str):
+            address = parse_address(address, "dial: %s" % node)
+        if not (isinstance(address, (tuple, list)) and len(address) == 2 and isinstance(address[0], str)
+                and address[0] and type(address[1]) is int and 0 < address[1] < 65536):
+            raise ValueError("dial: the address of %s must be host:port with a port from 1 to 65535, not %r"
+                             % (node, address))
+        result[node] = (address[0], address[1])
+    return result
 
 
 class Call:

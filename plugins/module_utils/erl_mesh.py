@@ -194,28 +194,6 @@ def analyse(nodes, per_node, expected=None):
             "unreachable": unreachable, "unlisted": unlisted}
 
 
-def validate_dial(dial, nodes=None):
-    """``dial`` as {node: (host, port)}, checked: raises ValueError naming the ``dial`` option."""
-    if not dial:
-        return {}
-    if not isinstance(dial, dict):
-        raise ValueError("dial must map node names to (host, port) pairs")
-    result = {}
-    for node, address in dial.items():
-        try:
-            erl_dist.split_node(node)
-        except ValueError as exc:
-            raise ValueError("dial: %s" % exc)
-        if nodes is not None and node not in nodes:
-            raise ValueError("dial: %s is not one of the nodes listed" % node)
-        if not (isinstance(address, (tuple, list)) and len(address) == 2 and isinstance(address[0], str)
-                and address[0] and isinstance(address[1], int) and 0 < address[1] < 65536):
-            raise ValueError("dial: the address of %s must be (host, port) with a port from 1 to 65535, not %r"
-                             % (node, address))
-        result[node] = (address[0], address[1])
-    return result
-
-
 def _ask(driver, nodes, deadline, keep_open):
     """{node: entry} of one round of QUERIES over ``driver``, within ``deadline``."""
     batch = driver.call_all(nodes, QUERIES, keep_open=keep_open)
@@ -249,7 +227,7 @@ def _driver(nodes, cookie, timeout, epmd_port, dist_port, tls, family, local_nod
     if not isinstance(cookie, str):
         raise ValueError("cookie must be a string")
     return erl_driver.Driver(cookie, local_node=local_node, epmd_port=epmd_port, dist_port=dist_port, family=family,
-                             tls=tls, dial=validate_dial(dial, nodes), connect_timeout=timeout,
+                             tls=tls, dial=erl_driver.validate_dial(dial, nodes), connect_timeout=timeout,
                              max_sockets=MAX_SOCKETS)
 
 
