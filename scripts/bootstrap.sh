@@ -17,7 +17,7 @@ APT_PACKAGES=(
   erlang-syntax-tools erlang-parsetools erlang-tools erlang-runtime-tools erlang-xmerl erlang-eunit
   elixir rebar3
   debootstrap systemd-container dnsmasq-base nftables iproute2 openssh-client openssl
-  python3-venv git make rsync shellcheck
+  python3-venv git make rsync shellcheck chromium
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -42,6 +42,21 @@ else
   .venv/bin/python -m pip install -q -r requirements-test.txt 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import ansible, molecule, pytest, hypothesis' 
   echo "$want" > "$stamp"
+fi
+
+# checkov (offline Kubernetes manifest checks, tests only) has heavy dependencies: its own venv, outside the repo,
+# so that it can never break Ansible's. Skipped when that version is already there.
+CHECKOV_VERSION=3.3.30
+CHECKOV_VENV=${BEAMOPS_CHECKOV_VENV:-/var/cache/beamops/venv-checkov}
+if [ -x "$CHECKOV_VENV/bin/checkov" ] && [ "$(cat "$CHECKOV_VENV/.version" 2>/dev/null)" = "$CHECKOV_VERSION" ]; then
+  say "checkov: $CHECKOV_VENV has checkov $CHECKOV_VERSION"
+else
+  say "checkov: installing checkov $CHECKOV_VERSION into $CHECKOV_VENV (about 2 minutes)"
+  rm -rf "$CHECKOV_VENV"
+  python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/python" -m pip install -q "checkov==$CHECKOV_VERSION" 2>&1 | grep -v '^WARNING: Location' || true
+  "$CHECKOV_VENV/bin/checkov" --version >/dev/null
+  echo "$CHECKOV_VERSION" > "$CHECKOV_VENV/.version"
 fi
 
 say "OTP 28: $(PIP=".venv/bin/python -m pip" bash scripts/install-otp28.sh 2>&1 | grep -v '^WARNING: Location' | tail -1)"

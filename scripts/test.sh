@@ -59,7 +59,12 @@ step_galaxy() {
   local out="$WORK/galaxy" inv="$WORK/galaxy/inventory.yml" installed f m
   rm -rf "$out" && mkdir -p "$out/collections"
   ansible-galaxy collection build --force --output-path "$out" . || return 1
-  ansible-galaxy collection install --force --offline -p "$out/collections" "$out"/beamops-cluster-*.tar.gz || return 1
+  # Offline, the dependency kubernetes.core (galaxy.yml) is satisfied by the copy the ansible package bundles in the
+  # venv's site-packages (Galaxy is not reachable here); the install fails if no installed version fits.
+  ansible-galaxy collection install --force --offline -p "$out/collections" "$out"/beamops-cluster-*.tar.gz 2>&1 | tee "$out/install.log" || return 1
+  grep -q "beamops.cluster:.* was installed successfully" "$out/install.log" || return 1
+  grep -Eq "'kubernetes.core:6\.[0-9.]+' is already installed" "$out/install.log" \
+    || { echo "the kubernetes.core dependency was not resolved offline"; return 1; }
   installed="$out/collections/ansible_collections/beamops/cluster"
   [ -f "$installed/MANIFEST.json" ] || { echo "the tarball did not install into $out/collections"; return 1; }
   # From here on, only the installed tarball is on the collections path.
@@ -83,6 +88,10 @@ galaxy_checks() {
   ansible-playbook beamops.cluster.lab_up -e lab_name=galaxylab -e lab_network=198.19.9.0/24 -e lab_hosts=1 \
     -e lab_inventory="$inv" || return 1
   ansible -i "$inv" lab -m ansible.builtin.ping || return 1
+  # The Kubernetes playbook by FQCN, render-only (no cluster here), from the installed tarball.
+  ansible-playbook beamops.cluster.deploy_k8s -e kubernetes_release_name=meshprobe -e kubernetes_image=meshprobe:0.1.0 \
+    -e kubernetes_render_only=true -e kubernetes_render_dir="$WORK/galaxy/manifests" || return 1
+  [ -f "$WORK/galaxy/manifests/06-statefulset-meshprobe.yaml" ] || { echo "deploy_k8s rendered no StatefulSet"; return 1; }
 }
 
 step_molecule() {

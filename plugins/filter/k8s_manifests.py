@@ -74,7 +74,7 @@ _IndentedDumper.add_representer(str, _str_representer)
 
 def to_manifest_yaml(obj):
     """One object as a YAML document (``---`` first, keys in the builder's order, lines under 160 characters)."""
-    return yaml.dump(obj, Dumper=_IndentedDumper, default_flow_style=False, sort_keys=False, explicit_start=True, width=150)
+    return yaml.dump(obj, Dumper=_IndentedDumper, default_flow_style=False, sort_keys=False, explicit_start=True, width=100)
 
 
 def k8s_manifest_files(result):

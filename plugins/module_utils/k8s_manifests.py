@@ -513,9 +513,43 @@ def vm_args_text(values):
     return "\n".join(lines) + "\n"
 
 
+def wrap_terms(text, width=100):
+    """Erlang term text with line breaks after ``, `` (outside quotes) so that no line passes ``width`` where avoidable.
+
+    Whitespace between tokens means nothing to ``file:consult``, so the terms are the renderer's exactly; the
+    ConfigMap then reads (and lints) as short lines. Comment lines stay as they are.
+    """
+    lines = []
+    for line in text.split("\n"):
+        if line.startswith("%") or len(line) <= width:
+            lines.append(line)
+            continue
+        quote, start, current, pieces = None, 0, "", []
+        for index, ch in enumerate(line):
+            if quote:
+                if ch == "\\":
+                    continue
+                if ch == quote and line[index - 1] != "\\":
+                    quote = None
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "," and line[index + 1:index + 2] == " ":
+                pieces.append(line[start:index + 1])
+                start = index + 2
+        pieces.append(line[start:])
+        for piece in pieces:
+            if current and len(current) + 1 + len(piece) > width:
+                lines.append(current)
+                current = "  " + piece
+            else:
+                current = "%s %s" % (current, piece) if current else piece
+        lines.append(current)
+    return "\n".join(lines)
+
+
 def _config_map(values, names, topology):
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(values, names["config_map"], "config"),
-            "data": {"topology.config": topology["config"], "vm.args": vm_args_text(values)}}
+            "data": {"topology.config": wrap_terms(topology["config"]), "vm.args": vm_args_text(values)}}
 
 
 def _service_ports(values):
