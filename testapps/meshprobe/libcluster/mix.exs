@@ -15,7 +15,10 @@ defmodule Libcluster.MixProject do
   end
 
   # Like libcluster 3.x: no application callback; the user's tree starts Cluster.Supervisor.
+  # The same runtime applications as libcluster 3.5 (less :jason): :inets and :ssl for the
+  # Kubernetes API strategy's :httpc over TLS, :crypto for Gossip's secret. A release that
+  # depends on :libcluster therefore always carries and starts them.
   def application do
-    [extra_applications: [:logger, :crypto]]
+    [extra_applications: [:logger, :inets, :crypto, :ssl]]
   end
 end

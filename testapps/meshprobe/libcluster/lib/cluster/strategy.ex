@@ -81,13 +81,15 @@ defmodule Cluster.Strategy do
   defp result(bad), do: {:error, Enum.reverse(bad)}
 
   @doc false
-  # One polling round shared by the DNS strategies: disconnect nodes that left the list, connect
-  # the ones that joined, and remember only what actually changed.
+  # One polling round, as libcluster 3.5's polling strategies do it: disconnect the nodes of the
+  # previous round that left the list, then connect EVERY node of the list (connect_nodes/4 skips
+  # those already connected). Connecting only the nodes new to the list would never redial a peer
+  # that is still listed but whose connection was lost (a partition, a peer's restart between polls),
+  # so such a cluster would never heal. Failed disconnects stay in the set; failed connects leave it.
   def poll_round(%Cluster.Strategy.State{} = state, found) do
     previous = state.meta || MapSet.new()
     found = MapSet.new(found)
     removed = MapSet.difference(previous, found) |> MapSet.to_list()
-    added = MapSet.difference(found, previous) |> MapSet.to_list()
 
     found =
       case disconnect_nodes(state.topology, state.disconnect, state.list_nodes, removed) do
@@ -96,7 +98,7 @@ defmodule Cluster.Strategy do
       end
 
     found =
-      case connect_nodes(state.topology, state.connect, state.list_nodes, added) do
+      case connect_nodes(state.topology, state.connect, state.list_nodes, MapSet.to_list(found)) do
         :ok -> found
         {:error, bad} -> Enum.reduce(bad, found, fn {n, _}, acc -> MapSet.delete(acc, n) end)
       end

@@ -13,9 +13,13 @@ defmodule Cluster.Supervisor do
     %{id: Keyword.get(opts, :name, __MODULE__), type: :supervisor, start: {__MODULE__, :start_link, [args]}}
   end
 
+  def child_spec([topologies]), do: child_spec([topologies, []])
+
   def start_link([topologies, opts]) do
     Supervisor.start_link(__MODULE__, topologies, opts)
   end
+
+  def start_link([topologies]), do: start_link([topologies, []])
 
   @impl true
   def init(topologies) do

@@ -1,7 +1,8 @@
 defmodule Cluster.Strategy.Kubernetes.DNSSRV do
   @moduledoc """
   Resolves the SRV records of a StatefulSet's headless Service and connects to
-  `<application_name>@<SRV target>` for each, e.g. `app@app-0.app-headless.default.svc.cluster.local`.
+  `<application_name>@<SRV target>` for each, every round, e.g.
+  `app@app-0.app-headless.default.svc.cluster.local`.
 
   The name queried is `<service>.<namespace>.svc.<CLUSTER_DOMAIN>` where the environment variable
   `CLUSTER_DOMAIN` defaults to `cluster.local.`.
@@ -21,9 +22,13 @@ defmodule Cluster.Strategy.Kubernetes.DNSSRV do
 
     case resolver.(name) do
       {:ok, {:hostent, _name, _aliases, :srv, _count, records}} ->
-        records
-        |> Enum.map(fn {_prio, _weight, _port, target} -> :"#{app_name}@#{target}" end)
-        |> Enum.reject(&(&1 == node()))
+        found =
+          records
+          |> Enum.map(fn {_prio, _weight, _port, target} -> :"#{app_name}@#{target}" end)
+          |> Enum.reject(&(&1 == node()))
+
+        Cluster.Logger.debug(topology, "resolved #{name}: #{inspect(found)}")
+        found
 
       {:error, reason} ->
         Cluster.Logger.error(topology, "#{inspect(name)} : lookup against #{service} failed: #{inspect(reason)}")
