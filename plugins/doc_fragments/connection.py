@@ -8,7 +8,8 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # Erlang distribution options (mesh_info, mesh_wait). Validated in module_utils/erl_options.py.
+    # Erlang distribution options (used by mesh_info and mesh_wait; accepted by every member of the action group
+    # beamops.cluster.mesh). Validated in module_utils/erl_options.py.
     DOCUMENTATION = r"""
 options:
   cookie:
@@ -57,6 +58,53 @@ options:
       - Defaults to a random C(beamops_<hex>@host) name of the same name type (short or long) as each node.
       - The verifier is always a hidden node; it never appears in the nodes' C(erlang:nodes/0).
     type: str
+  dial:
+    description:
+      - Where to reach some nodes instead of at their name's host - a mapping of node name to C(host:port)
+        (an IPv6 address as C([address]:port)), for a NAT or load-balancer address or a port-forward made
+        outside the module.
+      - The node's distribution listener must answer there. EPMD is not asked for that node, and the handshake
+        still checks that it has the name it is listed under.
+      - Entries for nodes the task does not list are ignored, so that one mapping in C(module_defaults) can serve
+        several tasks.
+    type: dict
+  port_forward:
+    description:
+      - Reach nodes that run in Kubernetes pods through the API server, as C(kubectl port-forward) does - for
+        each pod the module opens, in its own process, a listener on 127.0.0.1 tunnelled to the pod's
+        distribution port, and dials the node there as with O(dial).
+      - Needs the C(kubernetes) Python package (24.2.0 or later) where the module runs (usually the controller,
+        with C(delegate_to) C(localhost)), and RBAC C(get) and C(create) on C(pods/portforward) in
+        O(port_forward.namespace) for the kubeconfig's user.
+      - A tunnel that the API server or the pod refuses makes that node V(dist_port_unreachable), with what was
+        answered in its message.
+    type: dict
+    suboptions:
+      namespace:
+        description:
+          - Namespace of the pods.
+        type: str
+        required: true
+      pods:
+        description:
+          - Node name to pod name, for every node to reach this way (not also in O(dial)). Pods of nodes the
+            task does not list are left alone.
+        type: dict
+        required: true
+      port:
+        description:
+          - Distribution port the nodes listen on inside their pods (EPMD-less nodes, C(ERL_DIST_PORT)).
+          - Defaults to O(dist_port); one of the two is required.
+        type: int
+      kubeconfig:
+        description:
+          - Path of the kubeconfig file. Defaults to the E(K8S_AUTH_KUBECONFIG) environment variable, then
+            C(~/.kube/config).
+        type: path
+      context:
+        description:
+          - Context of the kubeconfig to use. Defaults to its current context.
+        type: str
 """
 
     # Network options shared by every module that talks to EPMD or to nodes.

@@ -138,7 +138,10 @@ def parse_address(text, field="dial"):
 
 
 def validate_dial(dial, nodes=None):
-    """``dial`` as {node: (host, port)}, checked (``host:port`` text is parsed): raises ValueError naming ``dial``."""
+    """``dial`` as {node: (host, port)}, checked (``host:port`` text is parsed): raises ValueError naming ``dial``.
+
+    With ``nodes``, entries for other nodes are checked and left out: one mapping may serve many tasks.
+    """
     if not dial:
         return {}
     if not isinstance(dial, dict):
@@ -149,15 +152,14 @@ def validate_dial(dial, nodes=None):
             erl_dist.split_node(node)
         except ValueError as exc:
             raise ValueError("dial: %s" % exc)
-        if nodes is not None and node not in nodes:
-            raise ValueError("dial: %s is not one of the nodes listed" % node)
         if isinstance(address, str):
             address = parse_address(address, "dial: %s" % node)
         if not (isinstance(address, (tuple, list)) and len(address) == 2 and isinstance(address[0], str)
                 and address[0] and type(address[1]) is int and 0 < address[1] < 65536):
             raise ValueError("dial: the address of %s must be host:port with a port from 1 to 65535, not %r"
                              % (node, address))
-        result[node] = (address[0], address[1])
+        if nodes is None or node in nodes:
+            result[node] = (address[0], address[1])
     return result
 
 

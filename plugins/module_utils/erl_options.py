@@ -3,18 +3,24 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The connection options shared by epmd_info, mesh_info and mesh_wait: spec and validation.
 
+The three modules form the action group ``beamops.cluster.mesh``, and every member takes every option of the
+two fragments below, so that ``module_defaults`` for the group apply to all of them (``epmd_info`` accepts the
+distribution options and does not use them: EPMD needs no cookie).
+
 ``NETWORK_SPEC``   timeout, epmd_port, address_family (doc fragment ``beamops.cluster.connection.network``)
-``DIST_SPEC``      cookie, dist_port, tls*, local_node (doc fragment ``beamops.cluster.connection``)
+``DIST_SPEC``      cookie, dist_port, tls*, local_node, dial, port_forward (doc fragment ``beamops.cluster.connection``)
+``dist_spec(cookie_required=True)``  DIST_SPEC, with the cookie optional for epmd_info
 ``NODES_SPEC``     nodes
 ``connection_kwargs(params)`` -> keyword arguments of ``erl_mesh.mesh_report`` (minus nodes/cookie/timeout
 checks done there); raises ``ValueError`` whose text names the offending option.
+``port_forward_kwargs(params, nodes, dial)`` -> keyword arguments of ``k8s_portforward.open_forwards``.
 """
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
 
-from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist
+from ansible_collections.beamops.cluster.plugins.module_utils import erl_dist, erl_driver, k8s_portforward
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import validate_nodes
 
 NETWORK_SPEC = {
@@ -34,7 +40,23 @@ DIST_SPEC = {
     "tls_verify": {"type": "bool", "default": True},
     "tls_server_name": {"type": "str"},
     "local_node": {"type": "str"},
+    "dial": {"type": "dict"},
+    "port_forward": {"type": "dict", "options": {
+        "namespace": {"type": "str", "required": True},
+        "pods": {"type": "dict", "required": True},
+        "port": {"type": "int"},
+        "kubeconfig": {"type": "path"},
+        "context": {"type": "str"},
+    }},
 }
+
+
+def dist_spec(cookie_required=True):
+    """DIST_SPEC; epmd_info takes it with the cookie optional (it accepts the group's options, uses none)."""
+    spec = dict(DIST_SPEC)
+    spec["cookie"] = dict(spec["cookie"], required=cookie_required)
+    return spec
+
 
 NODES_SPEC = {
     "nodes": {"type": "list", "elements": "raw", "required": True},
@@ -89,5 +111,24 @@ def connection_kwargs(params):
             raise ValueError("local_node: %s" % exc)
     kwargs = validate_network(params)
     kwargs.update({"nodes": nodes, "cookie": cookie, "dist_port": _port(params, "dist_port"),
-                   "tls": tls_options(params), "local_node": local_node})
+                   "tls": tls_options(params), "local_node": local_node,
+                   "dial": erl_driver.validate_dial(params.get("dial"), nodes)})
     return kwargs
+
+
+def port_forward_kwargs(params, nodes, dial):
+    """Keyword arguments of ``k8s_portforward.open_forwards`` from the port_forward option (all None without it)."""
+    options = params.get("port_forward")
+    if not options:
+        return {"namespace": None, "pods": None, "port": None}
+    port = options.get("port") if options.get("port") is not None else params.get("dist_port")
+    k8s_portforward.validate(options.get("namespace"), options.get("pods"), port)
+    # Pods of nodes this task does not list are left alone: one mapping may serve many tasks (module_defaults).
+    pods = dict((node, pod) for node, pod in options["pods"].items() if node in nodes)
+    for node in pods:
+        if node in dial:
+            raise ValueError("port_forward.pods: %s is given an address in dial too; keep it in one of them" % node)
+    if not pods:
+        return {"namespace": None, "pods": None, "port": None}
+    return {"namespace": options["namespace"], "pods": pods, "port": port,
+            "kubeconfig": options.get("kubeconfig"), "context": options.get("context")}

@@ -17,9 +17,20 @@ description:
     when O(name) is given, for that node's port and protocol versions (PORT_PLEASE2).
   - Read-only; speaks the EPMD protocol itself (pure Python), so no Erlang is needed where the module runs.
   - An EPMD that cannot be reached is a result (RV(reachable=false) with a reason), not a failure.
+  - A member of the action group C(beamops.cluster.mesh) like M(beamops.cluster.mesh_info) and
+    M(beamops.cluster.mesh_wait) - it accepts every connection option of the group, so that one
+    C(module_defaults) entry for C(group/beamops.cluster.mesh) serves all three. EPMD needs no cookie, so
+    O(cookie), O(dist_port), O(dial), O(port_forward), O(local_node) and the O(tls) options are accepted and not
+    used here; O(timeout), O(epmd_port) and O(address_family) are used.
 extends_documentation_fragment:
+  - beamops.cluster.connection
   - beamops.cluster.connection.network
 options:
+  cookie:
+    description:
+      - Accepted so that the group's C(module_defaults) apply; not used (EPMD needs no cookie). Never logged.
+    type: raw
+    required: false
   host:
     description:
       - Host (name or address) whose EPMD is asked.
@@ -33,6 +44,11 @@ attributes:
   check_mode:
     support: full
     description: Nothing is changed; the module runs the same in check mode.
+  action_group:
+    description: Use C(group/beamops.cluster.mesh) in C(module_defaults) to set the connection options once.
+    support: full
+    membership:
+      - beamops.cluster.mesh
 notes:
   - EPMD does not tell whether a node is hidden or uses TLS distribution; use M(beamops.cluster.mesh_info) for that.
 seealso:
@@ -57,6 +73,20 @@ EXAMPLES = r"""
 - name: Fail when the node is not registered
   ansible.builtin.assert:
     that: demo_port.registered
+
+- name: One set of connection options for every module of the group
+  module_defaults:
+    group/beamops.cluster.mesh:
+      cookie: "{{ erlang_cookie }}"
+      timeout: 10
+  block:
+    - name: EPMD answers (the cookie is accepted and not needed)
+      beamops.cluster.epmd_info:
+        host: app1.example.net
+
+    - name: The mesh
+      beamops.cluster.mesh_info:
+        nodes: [demo@app1.example.net, demo@app2.example.net]
 """
 
 RETURN = r"""
@@ -117,11 +147,12 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.beamops.cluster.plugins.module_utils import erl_epmd
-from ansible_collections.beamops.cluster.plugins.module_utils.erl_options import NETWORK_SPEC, validate_network
+from ansible_collections.beamops.cluster.plugins.module_utils.erl_options import NETWORK_SPEC, dist_spec, validate_network
 
 
 def main():
     argument_spec = dict(NETWORK_SPEC)
+    argument_spec.update(dist_spec(cookie_required=False))
     argument_spec.update(host={"type": "str", "default": "127.0.0.1"}, name={"type": "str"})
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params

@@ -36,6 +36,11 @@ attributes:
   check_mode:
     support: full
     description: Nothing is changed; the module runs the same in check mode.
+  action_group:
+    description: Use C(group/beamops.cluster.mesh) in C(module_defaults) to set the connection options once.
+    support: full
+    membership:
+      - beamops.cluster.mesh
 seealso:
   - module: beamops.cluster.mesh_wait
   - module: beamops.cluster.epmd_info
@@ -68,6 +73,26 @@ EXAMPLES = r"""
     nodes: [demo@10.0.0.5, demo@10.0.0.6]
     cookie: "{{ erlang_cookie }}"
     dist_port: 9100
+
+- name: A node behind NAT, reached at its public address (its name is still checked)
+  beamops.cluster.mesh_info:
+    nodes: [demo@10.0.0.5, demo@10.0.0.6]
+    cookie: "{{ erlang_cookie }}"
+    dist_port: 9100
+    dial:
+      demo@10.0.0.6: "203.0.113.7:19100"
+
+- name: Nodes in Kubernetes pods, through the API server
+  beamops.cluster.mesh_info:
+    nodes: [demo@demo-0.demo.prod.svc.cluster.local, demo@demo-1.demo.prod.svc.cluster.local]
+    cookie: "{{ erlang_cookie }}"
+    port_forward:
+      namespace: prod
+      port: 9100
+      pods:
+        demo@demo-0.demo.prod.svc.cluster.local: demo-0
+        demo@demo-1.demo.prod.svc.cluster.local: demo-1
+  delegate_to: localhost
 """
 
 RETURN = r"""
@@ -167,7 +192,7 @@ elapsed_ms:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.beamops.cluster.plugins.module_utils import erl_mesh, erl_options
+from ansible_collections.beamops.cluster.plugins.module_utils import erl_mesh, erl_options, k8s_portforward
 
 
 def main():
@@ -177,9 +202,13 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     try:
         kwargs = erl_options.connection_kwargs(module.params)
-    except ValueError as exc:
+        forwards = k8s_portforward.open_forwards(**erl_options.port_forward_kwargs(module.params, kwargs["nodes"],
+                                                                                   kwargs["dial"]))
+    except (ValueError, k8s_portforward.MissingClient) as exc:
         module.fail_json(msg=str(exc))
-    report = erl_mesh.mesh_report(**kwargs)
+    with forwards:
+        kwargs["dial"].update(forwards.dial)
+        report = k8s_portforward.explain(erl_mesh.mesh_report(**kwargs), forwards)
     report["diagnosis"] = erl_mesh.diagnosis(report)
     report["unreachable_nodes"] = report.pop("unreachable")
     module.exit_json(changed=False, **report)

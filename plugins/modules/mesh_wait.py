@@ -49,6 +49,11 @@ attributes:
   check_mode:
     support: full
     description: Nothing is changed; the module runs the same in check mode.
+  action_group:
+    description: Use C(group/beamops.cluster.mesh) in C(module_defaults) to set the connection options once.
+    support: full
+    membership:
+      - beamops.cluster.mesh
 seealso:
   - module: beamops.cluster.mesh_info
 author:
@@ -72,6 +77,18 @@ EXAMPLES = r"""
     nodes: [demo@10.0.0.5]
     expected: 5
     cookie: "{{ erlang_cookie }}"
+
+- name: Wait for pods to cluster, through the API server (the tunnels stay open for the whole wait)
+  beamops.cluster.mesh_wait:
+    nodes: "{{ range(3) | map('regex_replace', '^(.*)$', 'demo@demo-\\1.demo.prod.svc.cluster.local') | list }}"
+    cookie: "{{ erlang_cookie }}"
+    timeout: 120
+    port_forward:
+      namespace: prod
+      port: 9100
+      pods: "{{ dict(range(3) | map('regex_replace', '^(.*)$', 'demo@demo-\\1.demo.prod.svc.cluster.local')
+                | zip(range(3) | map('regex_replace', '^(.*)$', 'demo-\\1'))) }}"
+  delegate_to: localhost
 """
 
 RETURN = r"""
@@ -181,7 +198,7 @@ elapsed_ms:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.beamops.cluster.plugins.module_utils import erl_mesh, erl_options
+from ansible_collections.beamops.cluster.plugins.module_utils import erl_mesh, erl_options, k8s_portforward
 
 
 def main():
@@ -202,10 +219,15 @@ def main():
                              % (params["expected"], len(kwargs["nodes"])))
         if params["poll_ms"] < 0:
             raise ValueError("poll_ms must be 0 or more milliseconds, not %d" % params["poll_ms"])
-    except ValueError as exc:
+        forwards = k8s_portforward.open_forwards(**erl_options.port_forward_kwargs(params, kwargs["nodes"],
+                                                                                   kwargs["dial"]))
+    except (ValueError, k8s_portforward.MissingClient) as exc:
         module.fail_json(msg=str(exc))
-    converged, report, after_ms, attempts = erl_mesh.wait_for_mesh(
-        poll_ms=params["poll_ms"], expected=params["expected"], **kwargs)
+    with forwards:
+        kwargs["dial"].update(forwards.dial)
+        converged, report, after_ms, attempts = erl_mesh.wait_for_mesh(
+            poll_ms=params["poll_ms"], expected=params["expected"], **kwargs)
+        k8s_portforward.explain(report, forwards)
     report["diagnosis"] = erl_mesh.diagnosis(report)
     report["unreachable_nodes"] = report.pop("unreachable")
     report["attempts"] = attempts

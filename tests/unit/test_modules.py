@@ -145,6 +145,52 @@ PLAYBOOK = """
       register: info_tls_no_cert
       when: tls_nodes | length > 0
 
+    - name: A node reached at its dial address (its name resolves nowhere, as a pod's name outside its cluster)
+      beamops.cluster.mesh_info:
+        nodes: ["{pod}"]
+        cookie: "{{{{ cookie }}}}"
+        dial: {{"{pod}": "127.0.0.1:{pod_port}"}}
+      register: info_dial
+
+    - name: The same node without it
+      beamops.cluster.mesh_info:
+        nodes: ["{pod}"]
+        cookie: "{{{{ cookie }}}}"
+        timeout: 2
+      register: info_no_dial
+
+    - name: A dial address that is not one
+      beamops.cluster.mesh_info:
+        nodes: ["{pod}"]
+        cookie: "{{{{ cookie }}}}"
+        dial: {{"{pod}": "nowhere"}}
+      register: bad_dial
+      ignore_errors: true
+
+    - name: A port-forward without a port (and no dist_port)
+      beamops.cluster.mesh_wait:
+        nodes: ["{pod}"]
+        cookie: "{{{{ cookie }}}}"
+        port_forward: {{namespace: shop, pods: {{"{pod}": modpod-0}}, kubeconfig: "{kubeconfig}"}}
+      register: bad_pf_port
+      ignore_errors: true
+
+    - name: A port-forward with a kubeconfig that is not there
+      beamops.cluster.mesh_info:
+        nodes: ["{pod}"]
+        cookie: "{{{{ cookie }}}}"
+        port_forward: {{namespace: shop, pods: {{"{pod}": modpod-0}}, port: 9100, kubeconfig: /nonexistent/kube}}
+      register: bad_pf_kubeconfig
+      ignore_errors: true
+
+    - name: A port-forward through an API server that does not answer
+      beamops.cluster.mesh_info:
+        nodes: ["{pod}"]
+        cookie: "{{{{ cookie }}}}"
+        timeout: 5
+        port_forward: {{namespace: shop, pods: {{"{pod}": modpod-0}}, port: 9100, kubeconfig: "{kubeconfig}"}}
+      register: pf_down
+
     - name: Keep every result for the tests
       ansible.builtin.copy:
         dest: "{results}"
@@ -154,7 +200,18 @@ PLAYBOOK = """
           'wait_broken': wait_broken, 'epmd': epmd, 'epmd_closed': epmd_closed, 'bad_empty': bad_empty,
           'bad_name': bad_name, 'bad_cookie': bad_cookie, 'bad_tls': bad_tls, 'info_epmdless': info_epmdless,
           'info_tls': info_tls, 'info_tls_no_cert': info_tls_no_cert, 'wait_expected': wait_expected,
-          'bad_expected': bad_expected}} | to_json }}}}
+          'bad_expected': bad_expected, 'info_dial': info_dial, 'info_no_dial': info_no_dial, 'bad_dial': bad_dial,
+          'bad_pf_port': bad_pf_port, 'bad_pf_kubeconfig': bad_pf_kubeconfig, 'pf_down': pf_down}} | to_json }}}}
+"""
+
+
+# An API server address where nothing listens: the port-forward fails the way an unreachable cluster does.
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: gone, cluster: {server: "https://127.0.0.1:%d", insecure-skip-tls-verify: true}}]
+users: [{name: verifier, user: {token: not-a-real-token}}]
+contexts: [{name: gone, context: {cluster: gone, user: verifier}}]
+current-context: gone
 """
 
 
@@ -167,6 +224,9 @@ def run(tmp_path_factory, collections_root):
     specs.append(beamnodes.NodeSpec("modlone", release=RELEASES[0], cookie=cookie))
     epmdless = beamnodes.NodeSpec("modnomd", release=RELEASES[-1], cookie=cookie, dist_port=beamnodes.free_port())
     specs.append(epmdless)
+    pod = beamnodes.NodeSpec("modpod", release=RELEASES[0], cookie=cookie, host="modpod-0.beamops.invalid",
+                             dist_port=beamnodes.free_port())
+    specs.append(pod)
     tls_specs = []
     if "25" in RELEASES:  # the OTP 28 runtime here has no ssl application
         tls = dict(certfile=pki["server_cert"], keyfile=pki["server_key"], cacertfile=pki["ca"], verify_client=True)
@@ -178,12 +238,14 @@ def run(tmp_path_factory, collections_root):
         gone = "gone_%s@127.0.0.1" % uuid.uuid4().hex[:8]
         results = workdir / "results.json"
         playbook = workdir / "play.yml"
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(KUBECONFIG % beamnodes.free_port())
         playbook.write_text(PLAYBOOK.format(
             cookie=cookie, mesh=json.dumps([n.name for n in mesh]),
             broken=json.dumps([n.name for n in nodes[:len(RELEASES) + 1]] + [gone]), results=results,
             closed_port=beamnodes.free_port(), epmdless=epmdless.node, dist_port=epmdless.dist_port,
             tls_nodes=json.dumps([s.node for s in tls_specs]), ca=pki["ca"], client_cert=pki["client_cert"],
-            client_key=pki["client_key"]))
+            client_key=pki["client_key"], pod=pod.node, pod_port=pod.dist_port, kubeconfig=kubeconfig))
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root, ANSIBLE_NOCOLOR="1",
                    ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0",
                    ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
@@ -192,7 +254,7 @@ def run(tmp_path_factory, collections_root):
                               capture_output=True, text=True, timeout=240, check=False)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         yield {"cookie": cookie, "nodes": nodes, "mesh": mesh, "lone": nodes[len(RELEASES)], "gone": gone,
-               "tls": tls_specs, "output": proc.stdout + proc.stderr, "results": json.loads(results.read_text())}
+               "tls": tls_specs, "pod": pod, "output": proc.stdout + proc.stderr, "results": json.loads(results.read_text())}
     finally:
         beamnodes.stop_nodes(nodes)
 
@@ -259,7 +321,9 @@ def test_epmd_info(run):
 
 
 @pytest.mark.parametrize("case, words", [("bad_empty", "nodes"), ("bad_name", "nodes"), ("bad_cookie", "cookie"),
-                                         ("bad_tls", "tls_ca_file"), ("bad_expected", "expected")])
+                                         ("bad_tls", "tls_ca_file"), ("bad_expected", "expected"),
+                                         ("bad_dial", "dial: "), ("bad_pf_port", "port_forward.port is required"),
+                                         ("bad_pf_kubeconfig", "port_forward.kubeconfig")])
 def test_bad_options_fail_naming_the_option(run, case, words):
     result = run["results"][case]
     assert result["failed"] is True
@@ -279,3 +343,19 @@ def test_tls_options_through_the_module(run):
     assert not no_cert.get("failed")
     assert no_cert["per_node"][name]["reason"] == "tls_failed"
     assert "client certificate" in no_cert["per_node"][name]["message"]
+
+
+def test_dial_reaches_a_node_at_another_address_than_its_name(run):
+    name = run["pod"].node
+    entry = run["results"]["info_dial"]["per_node"][name]
+    assert entry["reason"] == "ok" and entry["name"] == name, entry
+    # Without the address the name's host is all there is, and it resolves nowhere.
+    assert run["results"]["info_no_dial"]["per_node"][name]["reason"] == "epmd_unreachable"
+
+
+def test_port_forward_through_an_api_server_that_does_not_answer(run):
+    result = run["results"]["pf_down"]
+    assert not result.get("failed"), result
+    entry = result["per_node"][run["pod"].node]
+    assert entry["reason"] == "dist_port_unreachable", entry
+    assert "port-forward" in entry["message"] and "modpod-0" in entry["message"], entry
