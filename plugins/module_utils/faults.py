@@ -393,8 +393,8 @@ class SshSession:
         finally:
             chan.close()
         if check and result.rc != 0:
-            raise FaultError("%s: command failed (exit %d): %s: %s" % (self.name, result.rc, _short(command),
-                                                                      (result.stderr or result.stdout).strip()[-500:]))
+            output = (result.stderr or result.stdout).strip()[-500:]
+            raise FaultError("%s: command failed (exit %d): %s: %s" % (self.name, result.rc, _short(command), output))
         return result
 
     def close(self):
@@ -819,10 +819,9 @@ class FaultSession:
         if not _Signals.depth:
             del _Signals.pending[:]
         if failed:
+            what = "; ".join("%s: %s" % (r["label"], r.get("error")) for r in failed)
             raise UndoFailed("could not undo %d fault(s); the journal %s keeps them for the next run: %s"
-                             % (len(failed), self.journal.path, "; ".join("%s: %s" % (r["label"], r.get("error"))
-                                                                        for r in failed)),
-                             [copy.deepcopy(r) for r in failed])
+                             % (len(failed), self.journal.path, what), [copy.deepcopy(r) for r in failed])
         if held and not _propagating and not _Signals.depth:
             _Signals.raise_for(held[0])
 
@@ -1069,8 +1068,8 @@ class _SignalFault(_ProcessFault):
     def verify(self, session, record):
         host, data = record["hosts"][0], record["undo_data"]
         if not wait_until(lambda: self.reached(helper(session.ssh(host), ["stat", data["pid"]]), data), 10.0, 0.02):
-            raise FaultNotEffective("%s: PID %d is not %s 10 s after SIG%s" % (host, data["pid"], self.expected,
-                                                                              self.signal_name), record)
+            raise FaultNotEffective("%s: PID %d is not %s 10 s after SIG%s"
+                                    % (host, data["pid"], self.expected, self.signal_name), record)
         mark_time(record, "effective")
         mark_time(record, "verified")
         record["verification"] = {"pid": data["pid"], "observed": self.expected}
@@ -1164,7 +1163,7 @@ class _Partition:
         data = record["undo_data"]
         mark_time(record, "issued")
         run_parallel(lambda host: session.ssh(host).run("nft -f -", timeout=20.0, stdin=data["rulesets"][host]),
-                      sorted(data["rulesets"]))
+                     sorted(data["rulesets"]))
         mark_time(record, "returned")
 
     def verify(self, session, record):
@@ -1185,7 +1184,7 @@ class _Partition:
         record["undo_verification"]["table_gone"] = True
 
 
-def probeprobe_summary(results):
+def probe_summary(results):
     """One line of probe results: ``source->address:port outcome, ...``."""
     parts = []
     for host in sorted(results):

@@ -26,9 +26,10 @@ Public API
     ``partition(pods_a, pods_b, probe_ports=(4369,), observer=None, established_window=80.0,
                 allow_widening=False)``
                                         label both groups (``beamops.io/fault-<id>: a|b``) and create one
-                                        NetworkPolicy per group that admits everything except the other group
-                                        (pod selector, namespace selector and an ipBlock with the other group's
-                                        addresses excepted). Verified like the VM partition: before, a TCP connect
+                                        egress NetworkPolicy per group that lets it reach everything except the
+                                        other group (pod selector, namespace selector and an ipBlock with the
+                                        other group's addresses excepted); ingress policies (the release's own)
+                                        are left as they are. Verified like the VM partition: before, a TCP connect
                                         from each pod to each peer's ``probe_ports`` (exec'd in the pod) must
                                         succeed; after, it must fail; after the undo (both policies deleted,
                                         labels removed) it must succeed. A policy may leave established
@@ -36,8 +37,8 @@ Public API
                                         pods_b) -> [[pod_a, pod_b], ...]``, the cross-group distribution links
                                         the caller's observer still sees) the record says whether and when they
                                         dropped; without it ``verification.established`` says how to check.
-                                        Refused when another policy already selects these pods (ours would widen
-                                        what they admit) unless ``allow_widening``.
+                                        Refused when an egress policy already selects these pods (ours would widen
+                                        what they may reach) unless ``allow_widening``.
     ``rollout_restart(workload=None)``  the ``kubectl rollout restart`` annotation
                                         (``spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"]``).
                                         Verified: the controller saw the new generation. Undo: wait until the
@@ -199,8 +200,8 @@ class KubeApi:
         try:
             api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
         except Exception as exc:  # the client raises ConfigException and friends
-            raise FaultError("kubeconfig %s cannot be used%s: %s" % (kubeconfig, " (context %s)" % context if context
-                                                                       else "", exc))
+            where = " (context %s)" % context if context else ""
+            raise FaultError("kubeconfig %s cannot be used%s: %s" % (kubeconfig, where, exc))
         return cls(client.CoreV1Api(api_client), client.AppsV1Api(api_client), client.NetworkingV1Api(api_client),
                    stream)
 
@@ -320,8 +321,11 @@ class KubeApi:
             selector = _attr(item, "spec", "pod_selector")
             expressions = [{"key": e.key, "operator": e.operator, "values": list(e.values or [])}
                            for e in (_attr(selector, "match_expressions") or [])]
+            # policyTypes defaults to Ingress, plus Egress when the policy has egress rules
+            types = list(_attr(item, "spec", "policy_types") or
+                         (["Ingress"] + (["Egress"] if _attr(item, "spec", "egress") else [])))
             result.append({"name": item.metadata.name, "match_labels": dict(_attr(selector, "match_labels") or {}),
-                           "match_expressions": expressions})
+                           "match_expressions": expressions, "policy_types": types})
         return result
 
     def create_network_policy(self, namespace, body):
@@ -356,11 +360,14 @@ def selector_matches(match_labels, match_expressions, labels):
 
 
 def partition_policy(name, namespace, label_key, own, other, other_ips):
-    """The NetworkPolicy of one side: its pods admit (ingress) and reach (egress) everything but the other side.
+    """The NetworkPolicy of one side: its pods reach (egress) everything but the other side.
 
-    NetworkPolicies only allow, so "all but the other side" is written as three peers that each leave it out:
-    pods of this namespace without the other side's label value, every other namespace, and any address except
-    the other side's (CNIs differ on whether ipBlock applies to pod addresses; excepting them covers both).
+    Egress only: with the same policy on the other side, neither side can send to the other, which cuts every
+    connection between them, while what the pods admit (ingress, e.g. the release's own policy, the observer's
+    port-forward) is left as it was. NetworkPolicies only allow, so "all but the other side" is three peers that
+    each leave it out: pods of this namespace without the other side's label value, every other namespace, and any
+    address except the other side's (CNIs differ on whether ipBlock applies to pod addresses; excepting them covers
+    both readings).
     """
     v4 = sorted(ip for ip in other_ips if ipaddress.ip_address(ip).version == 4)
     v6 = sorted(ip for ip in other_ips if ipaddress.ip_address(ip).version == 6)
@@ -379,10 +386,10 @@ def partition_policy(name, namespace, label_key, own, other, other_ips):
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": name, "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": "beamops.cluster"},
-                         "annotations": {"beamops.io/fault": "partition: pods labelled %s=%s cut off from %s=%s"
+                         "annotations": {"beamops.io/fault": "partition: pods labelled %s=%s cannot reach %s=%s"
                                          % (label_key, own, label_key, other)}},
-            "spec": {"podSelector": {"matchLabels": {label_key: own}}, "policyTypes": ["Ingress", "Egress"],
-                     "ingress": [{"from": peers}], "egress": [{"to": peers}]}}
+            "spec": {"podSelector": {"matchLabels": {label_key: own}}, "policyTypes": ["Egress"],
+                     "egress": [{"to": peers}]}}
 
 
 def restart_patch(when):
@@ -488,12 +495,8 @@ class _Partition:
             names = sorted(n for n in plan if plan[n])
 
         def run(pod):
-            args = ["sh", "-c", "PROBE_PY=%s\nexport PROBE_PY\n%s" % (_sh_quote(PROBE_PY), PROBE_SCRIPT),
-                    "probe", str(timeout)]
-            for address, port in plan[pod]:
-                args += [address, str(port)]
-            rc, out, err = session.api.exec_in_pod(params["namespace"], pod, params["container"], args,
-                                                   timeout * len(plan[pod]) + 30.0)
+            rc, out, err = session.api.exec_in_pod(params["namespace"], pod, params["container"],
+                                                   probe_argv(timeout, plan[pod]), timeout * len(plan[pod]) + 30.0)
             if "no-probe-tool" in out:
                 raise FaultError("pod %s has none of python3, bash with timeout, or nc: the partition cannot be "
                                  "verified from inside it" % pod)
@@ -503,8 +506,8 @@ class _Partition:
                 if len(parts) == 3 and parts[1].isdigit():
                     results.append({"address": parts[0], "port": int(parts[1]), "outcome": parts[2]})
             if len(results) != len(plan[pod]):
-                raise FaultError("pod %s: the TCP probe answered %r (rc %r, stderr %r)" % (pod, out[-300:], rc,
-                                                                                        err[-300:]))
+                raise FaultError("pod %s: the TCP probe answered %r (rc %r, stderr %r)"
+                                 % (pod, out[-300:], rc, err[-300:]))
             return results
 
         results = run_parallel(run, names)
@@ -565,8 +568,13 @@ class _Partition:
         record["undo_verification"]["policies_gone"] = True
 
 
-def _sh_quote(text):
-    return "'" + text.replace("'", "'\"'\"'") + "'"
+def probe_argv(timeout, targets):
+    """The argv that runs PROBE_SCRIPT (with PROBE_PY) in a pod: TCP connects to [[address, port], ...]."""
+    quoted = "'" + PROBE_PY.replace("'", "'\"'\"'") + "'"
+    argv = ["sh", "-c", "PROBE_PY=%s\nexport PROBE_PY\n%s" % (quoted, PROBE_SCRIPT), "probe", str(timeout)]
+    for address, port in targets:
+        argv += [address, str(port)]
+    return argv
 
 
 class _RolloutRestart:
@@ -678,14 +686,14 @@ class K8sFaultSession(FaultSession):
             raise
         except Exception as exc:  # pylint: disable=broad-except
             if _status(exc) == 404:
-                raise FaultError("%s/%s does not exist in namespace %s" % (self.workload["kind"], self.workload["name"],
-                                                                          self.namespace))
-            raise FaultError("the Kubernetes API cannot be used (%s: %s); nothing was applied" % (type(exc).__name__,
-                                                                                              exc))
+                raise FaultError("%s/%s does not exist in namespace %s"
+                                 % (self.workload["kind"], self.workload["name"], self.namespace))
+            raise FaultError("the Kubernetes API cannot be used (%s: %s); nothing was applied"
+                             % (type(exc).__name__, exc))
         if self.selector is None:
             if not info["selector"]:
-                raise FaultError("%s/%s has no matchLabels selector: pass selector=" % (self.workload["kind"],
-                                                                                         self.workload["name"]))
+                raise FaultError("%s/%s has no matchLabels selector: pass selector="
+                                 % (self.workload["kind"], self.workload["name"]))
             self.selector = info["selector"]
 
     def _disconnect(self):
@@ -733,8 +741,8 @@ class K8sFaultSession(FaultSession):
     def _container(self, pod, container):
         container = container or self.container or (pod["containers"][0] if pod["containers"] else None)
         if container not in pod["containers"]:
-            raise ValueError("container %r is not in pod %s (it has %s)" % (container, pod["name"],
-                                                                             ", ".join(pod["containers"])))
+            raise ValueError("container %r is not in pod %s (it has %s)"
+                             % (container, pod["name"], ", ".join(pod["containers"])))
         return container
 
     def _base_params(self):
@@ -789,13 +797,15 @@ class K8sFaultSession(FaultSession):
             raise ValueError("partition: probe_ports must be TCP ports that listen in every pod")
         if observer is not None and not callable(observer):
             raise ValueError("partition: observer must be a callable observer(pods_a, pods_b) -> links still up")
-        existing = [p for p in self.api.list_network_policies(self.namespace)
-                    if any(selector_matches(p["match_labels"], p["match_expressions"], pod["labels"])
-                           for pod in group_a + group_b)]
+        # Ingress policies (such as the release's own) are left alone; an egress policy that already selects these
+        # pods would be widened by ours (allows add up), and might itself let the other group through.
+        existing = [p for p in self.api.list_network_policies(self.namespace) if "Egress" in p["policy_types"]
+                    and any(selector_matches(p["match_labels"], p["match_expressions"], pod["labels"])
+                            for pod in group_a + group_b)]
         if existing and not allow_widening:
-            raise FaultError("partition: NetworkPolicy %s already selects these pods; the partition's policies "
-                             "admit everything but the other group and would widen what they admit. Pass "
-                             "allow_widening=True to accept that" % ", ".join(sorted(p["name"] for p in existing)))
+            raise FaultError("partition: the egress NetworkPolicy %s already selects these pods; the partition's "
+                             "policies let them reach everything but the other group, which would widen what they may "
+                             "reach. Pass allow_widening=True to accept that" % ", ".join(sorted(p["name"] for p in existing)))
         fault_id = new_fault_id()
         key = FAULT_LABEL_PREFIX + fault_id
         ips_a = sorted(set(ip for p in group_a for ip in p["ips"]))
@@ -814,8 +824,9 @@ class K8sFaultSession(FaultSession):
                   for group in (group_a, group_b)]
         record = self._new_record(
             "partition", "NetworkPolicy partition %s | %s" % (",".join(sorted(names_a)), ",".join(sorted(names_b))),
-            "two NetworkPolicies (%s-a, %s-b) admitting everything but the other group, on pods labelled %s; the CNI "
-            "usually drops what a policy denies (silent), and may leave established connections alone"
+            "two egress NetworkPolicies (%s-a, %s-b) letting each group reach everything but the other, on pods "
+            "labelled %s; the CNI usually drops what a policy denies (silent), and may leave established connections "
+            "alone"
             % (POLICY_PREFIX + fault_id, POLICY_PREFIX + fault_id, key),
             DETECT_TICKS, sorted(names_a | names_b), params,
             {"label_key": key, "labels": labels, "policies": policies, "probes": probes, "groups_detail": detail})
@@ -855,8 +866,7 @@ class K8sFaultSession(FaultSession):
         record = self._new_record(
             "scale", "scale-out of %s/%s from %d to %d" % (self.workload["kind"], self.workload["name"], current,
                                                            target),
-            "patch of the scale subresource (spec.replicas %d -> %d); undo scales back to %d" % (current, target,
-                                                                                               current),
+            "patch of the scale subresource (spec.replicas %d -> %d); undo scales back to %d"
+            % (current, target, current),
             DETECT_CLOSED, [self.workload["name"]], params, {"replicas": current})
         return self.inject(record)
-

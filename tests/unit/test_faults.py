@@ -297,11 +297,10 @@ def test_remote_helper_signals_only_the_process_it_was_told_about():
 def probe_with_k8s_script(path, targets):
     """The TCP probe a Kubernetes fault execs in a pod, run here with PATH limited to ``path`` (None: as is)."""
     from ansible_collections.beamops.cluster.plugins.module_utils import k8s_faults
-    script = "PROBE_PY=%s\nexport PROBE_PY\n%s" % (k8s_faults._sh_quote(k8s_faults.PROBE_PY),  # pylint: disable=protected-access
-                                                    k8s_faults.PROBE_SCRIPT)
-    args = ["/bin/sh", "-c", script, "probe", "1.5"] + [str(x) for target in targets for x in target]
+    argv = k8s_faults.probe_argv(1.5, targets)
     env = None if path is None else {"PATH": path}
-    out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True, env=env).stdout
+    out = subprocess.run(["/bin/sh"] + argv[1:], capture_output=True, text=True, timeout=30, check=True,
+                         env=env).stdout
     return [line.split()[2] for line in out.splitlines()]
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,6 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 from ansible_collections.beamops.cluster.plugins.module_utils import k8s_faults  # noqa: E402
 from ansible_collections.beamops.cluster.plugins.module_utils.faults import (  # noqa: E402
     FaultError,
-    FaultInterrupted,
     FaultNotEffective,
     Journal,
 )
@@ -59,7 +57,7 @@ class StandInCluster:
         self.state = {"pods": {}, "policies": {}, "kind": kind, "replicas": replicas, "generation": 1,
                       "annotations": {}, "beam_pid": beam_pid, "cuts_established": cuts_established, "seq": 0,
                       "links_cut": False}
-        for _ in range(replicas):
+        for _pod in range(replicas):
             self._add_pod()
         self._save()
 
@@ -225,7 +223,7 @@ class StandInCluster:
             selector = body["spec"]["podSelector"]
             items.append(k8s.V1NetworkPolicy(
                 metadata=k8s.V1ObjectMeta(name=name),
-                spec=k8s.V1NetworkPolicySpec(pod_selector=k8s.V1LabelSelector(
+                spec=k8s.V1NetworkPolicySpec(policy_types=body["spec"].get("policyTypes"), pod_selector=k8s.V1LabelSelector(
                     match_labels=selector.get("matchLabels"),
                     match_expressions=[k8s.V1LabelSelectorRequirement(**e)
                                        for e in selector.get("matchExpressions", [])] or None))))
@@ -265,15 +263,17 @@ class StandInCluster:
         return not any(address in ipaddress.ip_network(e) for e in block.get("except", []))
 
     def _allowed(self, source, target):
-        for body in self.state["policies"].values():
-            spec = body["spec"]
-            sel = spec["podSelector"]
-            if selector_matches(sel.get("matchLabels"), sel.get("matchExpressions"), source["labels"]):
-                if not any(self._peer_allows(p, target) for rule in spec["egress"] for p in rule["to"]):
-                    return False
-            if selector_matches(sel.get("matchLabels"), sel.get("matchExpressions"), target["labels"]):
-                if not any(self._peer_allows(p, source) for rule in spec["ingress"] for p in rule["from"]):
-                    return False
+        """NetworkPolicy semantics: a pod selected by any policy of a direction is isolated in it, and then
+        allowed only what some rule of those policies allows (allows add up; ports are not modelled)."""
+        for direction, key, pod, other in (("Egress", "to", source, target), ("Ingress", "from", target, source)):
+            selecting = [b["spec"] for b in self.state["policies"].values()
+                         if direction in b["spec"].get("policyTypes", ["Ingress"])
+                         and selector_matches(b["spec"]["podSelector"].get("matchLabels"),
+                                              b["spec"]["podSelector"].get("matchExpressions"), pod["labels"])]
+            rules = [rule for spec in selecting for rule in spec.get(direction.lower(), [])]
+            if selecting and not any(key not in rule or any(self._peer_allows(p, other) for p in rule[key])
+                                     for rule in rules):
+                return False
         return True
 
     def linked(self, a, b):
@@ -354,21 +354,20 @@ def session_for(cluster, journal, **kwargs):
 
 
 # ----------------------------------------------------------------------------------------- request bodies
-def test_partition_policy_admits_all_but_the_other_group():
+def test_partition_policy_reaches_all_but_the_other_group():
     body = partition_policy("beamops-fault-1-a", NS, "beamops.io/fault-1", "a", "b", ["10.0.0.2", "fd00::2"])
     assert body["metadata"]["name"] == "beamops-fault-1-a" and body["metadata"]["namespace"] == NS
     spec = body["spec"]
     assert spec["podSelector"] == {"matchLabels": {"beamops.io/fault-1": "a"}}
-    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["policyTypes"] == ["Egress"] and "ingress" not in spec
     peers = [{"podSelector": {"matchExpressions": [{"key": "beamops.io/fault-1", "operator": "NotIn", "values": ["b"]}]}},
              {"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
                                                           "values": [NS]}]}},
              {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.2/32"]}},
              {"ipBlock": {"cidr": "::/0", "except": ["fd00::2/128"]}}]
-    assert spec["ingress"] == [{"from": peers}] and spec["egress"] == [{"to": peers}]
+    assert spec["egress"] == [{"to": peers}]
     # The client turns it into its model without losing a field (camelCase names are the API's).
     model = k8s.ApiClient()._ApiClient__deserialize(body, "V1NetworkPolicy")  # pylint: disable=protected-access
-    assert model.spec.ingress[0]._from[2].ip_block._except == ["10.0.0.2/32"]  # pylint: disable=protected-access
     assert k8s.ApiClient().sanitize_for_serialization(model) == body
 
 
@@ -509,16 +508,32 @@ def test_partition_records_whether_established_links_dropped(tmp_path, cuts):
         assert established["links_at_end"] == ([] if cuts else [[a, b]])
 
 
-def test_partition_refuses_to_widen_an_existing_policy(tmp_path, cluster):
-    cluster.state["policies"]["default-deny"] = {"metadata": {"name": "default-deny"},
-                                                 "spec": {"podSelector": {"matchLabels": {"app": "meshprobe"}},
-                                                          "ingress": [], "egress": []}}
+def test_partition_refuses_to_widen_an_existing_egress_policy(tmp_path, cluster):
+    cluster.state["policies"]["egress-dns-only"] = {
+        "metadata": {"name": "egress-dns-only"},
+        "spec": {"podSelector": {"matchLabels": {"app": "meshprobe"}}, "policyTypes": ["Egress"], "egress": []}}
     with session_for(cluster, str(tmp_path / "journal.json")) as session:
         a, b, _c = [p["name"] for p in session.pods()]
-        with pytest.raises(FaultError, match="NetworkPolicy default-deny already selects these pods"):
+        with pytest.raises(FaultError, match="the egress NetworkPolicy egress-dns-only already selects these pods"):
             session.partition([a], [b])
         assert session.records == []
     assert cluster.names("create_namespaced_network_policy") == []
+
+
+def test_partition_works_beside_the_releases_own_ingress_policy(tmp_path, cluster):
+    """The kubernetes role's policy admits the members on EPMD and the distribution port (ingress only): the
+    partition's egress policies cut the two groups all the same, and leave that policy alone."""
+    cluster.state["policies"]["meshprobe"] = {
+        "metadata": {"name": "meshprobe"},
+        "spec": {"podSelector": {"matchLabels": {"app": "meshprobe"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "meshprobe"}}}]}]}}
+    with session_for(cluster, str(tmp_path / "journal.json")) as session:
+        a, b, c = [p["name"] for p in session.pods()]
+        record = session.partition([a], [b])
+        assert {i["outcome"] for p in record["verification"]["probes"].values() for i in p} == {"timeout"}
+        pods = cluster.state["pods"]
+        assert cluster._allowed(pods[a], pods[c]) and cluster._allowed(pods[c], pods[b])  # pylint: disable=protected-access
+    assert sorted(cluster.state["policies"]) == ["meshprobe"]
 
 
 def test_partition_bad_groups(tmp_path, cluster):
@@ -707,7 +722,7 @@ def test_kill_script_kills_a_real_beam_in_its_own_pid_namespace(as_pid_1):
         while time.monotonic() < deadline and not beam_up:
             ps = subprocess.run(["nsenter", "-t", str(init), "-p", "-m", "sh", "-c",
                                  "for d in /proc/[0-9]*; do read -r c < $d/comm; echo ${d#/proc/} $c; done"],
-                                capture_output=True, text=True).stdout
+                                capture_output=True, text=True, check=False).stdout
             beam_up = " beam.smp" in ps
             time.sleep(0.2)
         assert beam_up, ps
@@ -716,7 +731,7 @@ def test_kill_script_kills_a_real_beam_in_its_own_pid_namespace(as_pid_1):
             time.sleep(1.0)
             assert proc.poll() is None, "SIGKILL from inside the namespace reached PID 1"
         out = subprocess.run(["nsenter", "-t", str(init), "-p", "-m", "sh", "-c", k8s_faults.KILL_BEAM_SCRIPT],
-                             capture_output=True, text=True, timeout=30).stdout
+                             capture_output=True, text=True, timeout=30, check=False).stdout
         assert out.split() == (["QUIT", "1"] if as_pid_1 else ["KILL", out.split()[1]])
         if not as_pid_1:
             assert out.split()[1] != "1"
