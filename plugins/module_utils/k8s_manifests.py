@@ -1090,3 +1090,20 @@ def dialled_names(objects, pods, pod, zone):
                 names.add("%s@%s.%s.%s.svc.%s" % (base, hostname or "", config.get("kubernetes_service_name", ""), other_ns, domain))
         return sorted(names)
     raise ValueError("strategy %s is not a Kubernetes strategy" % module)
+
+
+def kubelet_hosts_file(pod, zone):
+    """The /etc/hosts the kubelet writes into a pod: its FQDN under its subdomain when it has one, else its hostname."""
+    hostname = pod["hostname"] or pod["name"]
+    lines = ["# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    if pod["subdomain"]:
+        lines.append("%s\t%s.%s.%s.svc.%s\t%s" % (pod["ip"], hostname, pod["subdomain"], pod["namespace"], zone.rstrip("."), hostname))
+    else:
+        lines.append("%s\t%s" % (pod["ip"], hostname))
+    return "\n".join(lines) + "\n"
+
+
+def kubelet_resolv_conf(pod, nameserver, zone):
+    """The /etc/resolv.conf of a pod with dnsPolicy ClusterFirst: the cluster DNS, the namespace's search list, ndots 5."""
+    zone = zone.rstrip(".")
+    return "nameserver %s\nsearch %s.svc.%s svc.%s %s\noptions ndots:5\n" % (nameserver, pod["namespace"], zone, zone, zone)
