@@ -254,3 +254,29 @@ def test_erlang_term_round_trips_through_erl(names, text):
     text_bytes = ",".join(str(b) for b in text.encode())
     expected = "[" + ",".join("{<<%s>>,<<%s>>,<<%s>>}" % (",".join(str(b) for b in n.encode()), text_bytes, text_bytes) for n in names) + "]"
     assert loaded.decode() == expected
+
+
+@pytest.mark.parametrize("options,cluster_domain,field", [
+    ({"kubernetes_selector": "app=shop", "mode": "hostname"}, "cluster.local", "options.kubernetes_service_name"),
+    ({"kubernetes_selector": "app=shop", "mode": "dns"}, "k8s.example.com", "cluster_domain"),
+    ({"kubernetes_selector": "app=shop", "mode": "hostname", "kubernetes_service_name": "shop"}, "k8s.example.com", "cluster_domain"),
+    ({"kubernetes_selector": "app=shop", "mode": "dns", "kubernetes_cluster_name": "other"}, "cluster.local", "options.kubernetes_cluster_name"),
+    ({"kubernetes_selector": "app=shop", "mode": "fqdn"}, "cluster.local", "options.mode"),
+    ({"kubernetes_selector": "app=shop", "kubernetes_ip_lookup_mode": "slices"}, "cluster.local", "options.kubernetes_ip_lookup_mode"),
+    ({"kubernetes_selector": "app=shop"}, "Not A Domain", "cluster_domain"),
+])
+def test_kubernetes_api_refuses_what_libcluster_cannot_name(options, cluster_domain, field):
+    result = render("kubernetes_api", options, [], "shop", cluster_domain=cluster_domain, target="kubernetes")
+    assert field in fields(result) and result["config"] == ""
+
+
+def test_kubernetes_api_names_pods_under_the_cluster_domain_libcluster_builds():
+    result = render("kubernetes_api", {"kubernetes_selector": "app=shop", "mode": "hostname", "kubernetes_service_name": "shop-headless"},
+                    [], "shop", cluster_domain="corp.local")
+    assert result["errors"] == [] and "{kubernetes_cluster_name, <<\"corp\">>}" in result["config"]
+    assert result["started_as"] == "shop@$(POD_NAME).shop-headless.$(POD_NAMESPACE).svc.corp.local"
+    dns = render("kubernetes_api", {"kubernetes_selector": "app=shop", "mode": "dns"}, [], "shop")
+    assert dns["started_as"] == "shop@$(POD_IP_DASHED).$(POD_NAMESPACE).pod.cluster.local"
+    # mode ip and the DNS strategies work with any cluster domain.
+    assert render("kubernetes_api", {"kubernetes_selector": "app=shop"}, [], "shop", cluster_domain="k8s.example.com")["errors"] == []
+    assert render("kubernetes_dnssrv", {"service": "s", "namespace": "n"}, [], "shop", cluster_domain="k8s.example.com")["errors"] == []
