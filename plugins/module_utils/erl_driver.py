@@ -155,7 +155,8 @@ def validate_dial(dial, nodes=None):
         if isinstance(address, str):
             address = parse_address(address, "dial: %s" % node)
         if not (isinstance(address, (tuple, list)) and len(address) == 2 and isinstance(address[0], str)
-                and address[0] and type(address[1]) is int and 0 < address[1] < 65536):
+                and address[0] and isinstance(address[1], int) and not isinstance(address[1], bool)
+                and 0 < address[1] < 65536):
             raise ValueError("dial: the address of %s must be host:port with a port from 1 to 65535, not %r"
                              % (node, address))
         if nodes is None or node in nodes:
@@ -699,7 +700,7 @@ class Driver:
         return b"".join(self._register(link, call) for call in queued)
 
     def _deliver(self, link, message):
-        if type(message) is tuple and len(message) == 2 and type(message[0]) is erl_term.Reference:
+        if isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], erl_term.Reference):
             call = link.pending.pop(message[0], None)
             if call is not None:
                 call.replies[message[0]] = message[1]
@@ -884,7 +885,7 @@ class Driver:
         if link is None:
             return
         error = link.error
-        calls = link.queued + [c for c in link.pending.values()]
+        calls = link.queued + list(link.pending.values())
         link.queued, link.pending = [], {}
         on_link, self.on_link = self.on_link, None
         try:

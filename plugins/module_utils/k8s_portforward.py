@@ -202,7 +202,7 @@ def validate(namespace, pods, port):
             raise ValueError("port_forward.pods: the pod of %s must be a pod name" % node)
     if port is None:
         raise ValueError("port_forward.port is required: the distribution port inside the pods (or set dist_port)")
-    if type(port) is not int or not 0 < port < 65536:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError("port_forward.port must be a TCP port between 1 and 65535, not %r" % (port,))
 
 

@@ -84,6 +84,10 @@ from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import EP
 FORMAT = "beamops.cluster.observer/1"
 QUERY = [("erlang", "nodes", [])]
 
+# Every session stays open, so the driver's cap must not make late nodes wait for a socket that never frees
+# up; running out of file descriptors is reported per node instead.
+OBSERVER_MAX_SOCKETS = 1 << 20
+
 Sample = collections.namedtuple("Sample", "t utc views")
 View = collections.namedtuple("View", "t utc peers")
 
@@ -119,7 +123,7 @@ class Observer:
         self._driver = erl_driver.Driver(
             cookie, local_node=local_node, epmd_port=epmd_port, dist_port=dist_port, family=family, tls=tls,
             dial=erl_driver.validate_dial(dial), connect_timeout=connect_timeout, tick_timeout=tick_timeout,
-            max_sockets=max(erl_driver.MAX_SOCKETS, 2 * len(nodes) + 64), on_link=self._on_link)
+            max_sockets=OBSERVER_MAX_SOCKETS, on_link=self._on_link)
         self.tick_timeout = tick_timeout
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -139,6 +143,7 @@ class Observer:
         self._known = {}  # member -> last peers it answered (frozenset of names)
         self._written = {}  # member -> what the file says now (frozenset or None)
         self._peer_cache = {}  # member -> (list object the session reused, frozenset of it)
+        self._forms = {}  # (member, peers) -> (members then, the peer set as written)
         self._inflight = {}  # member -> [Call, ...] not answered yet
         self._unanswered = []  # calls whose slot closed before they were answered
         self._timing = self._new_timing()
@@ -449,25 +454,37 @@ class Observer:
     def _encode(self, node, peers, full, new_names):
         if peers is None:
             return None
-        me = self._index[node]
-        indexes = sorted(self._name_index(name, new_names) for name in peers)
         known = self._known.get(node)
         if not full and known is not None:
-            added = sorted(self._index[name] for name in peers - known)
-            removed = sorted(self._index[name] for name in known - peers)
-            delta = {}
-            if added:
-                delta["+"] = added
-            if removed:
-                delta["-"] = removed
-            if len(added) + len(removed) <= len(indexes):
+            if peers is known or peers == known:
+                return {}  # answering again, with the peers it had
+            added, removed = peers - known, known - peers
+            if len(added) + len(removed) <= len(peers):
+                delta = {}
+                if added:
+                    delta["+"] = sorted(self._name_index(name, new_names) for name in added)
+                if removed:
+                    delta["-"] = sorted(self._index[name] for name in removed)
                 return delta
+        return self._full_form(node, peers, new_names)
+
+    def _full_form(self, node, peers, new_names):
+        """A peer set as indexes, or as {"but": [...]} when that is shorter; cached per distinct set."""
+        key = (node, peers)
+        found = self._forms.get(key)
+        if found is not None and found[0] == len(self._members):
+            return found[1]
+        indexes = [self._name_index(name, new_names) for name in peers]
+        form = sorted(indexes)
         member_indexes = set(self._index[m] for m in self._members)
-        if set(indexes) <= member_indexes:
-            but = sorted(member_indexes - set(indexes) - {me})
+        if member_indexes.issuperset(indexes):
+            but = sorted(member_indexes - set(indexes) - {self._index[node]})
             if len(but) < len(indexes):
-                return {"but": but}
-        return indexes
+                form = {"but": but}
+        if len(self._forms) > 4 * len(self._members) + 64:
+            self._forms.clear()
+        self._forms[key] = (len(self._members), form)
+        return form
 
 
 # ---------------------------------------------------------------------------------------------- the reader
@@ -537,6 +554,7 @@ def read_records(path, kinds=("header", "names", "mark", "link", "resolution", "
 def main(argv=None):
     import argparse
     import signal
+    import sys
 
     parser = argparse.ArgumentParser(prog="python -m ansible_collections.beamops.cluster.plugins.module_utils.observer",
                                      description="Follow BEAM nodes' views of the mesh as a hidden node and write "
@@ -582,7 +600,7 @@ def main(argv=None):
         signal.signal(signum, lambda *_args: done.set())
     observer.start()
     done.wait(args.duration)
-    print(json.dumps(observer.stop(), sort_keys=True))
+    sys.stdout.write(json.dumps(observer.stop(), sort_keys=True) + "\n")
     return 0
 
 
