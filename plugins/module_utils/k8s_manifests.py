@@ -25,7 +25,6 @@ __metaclass__ = type
 import base64
 import copy
 import hashlib
-import ipaddress
 import json
 import math
 import re
@@ -940,7 +939,7 @@ def coredns_records(objects, pods, zone):
             for port in spec["ports"]:
                 srv.setdefault("_%s._tcp.%s" % (port["name"], base), []).append((0, 100, port["port"], base))
             continue
-        endpoints = [e for e in endpoints_objects([svc], pods)]
+        endpoints = endpoints_objects([svc], pods)
         addresses = endpoints[0]["subsets"][0]["addresses"] if endpoints and endpoints[0]["subsets"] else []
         if addresses:
             a_records[base] = [a["ip"] for a in addresses]

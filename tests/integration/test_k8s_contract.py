@@ -140,7 +140,7 @@ def dns_query(name, qtype):
             at += 1 + length
 
     answers = []
-    for _ in range(count):
+    for _answer in range(count):
         _name, offset = read_name(offset)
         rtype, _cls, _ttl, length = struct.unpack(">HHIH", reply[offset:offset + 10])
         data = offset + 10
