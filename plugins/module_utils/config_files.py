@@ -5,7 +5,9 @@
 
 A file spec is a dict: ``path``, ``state`` (``present``, ``directory`` or ``absent``), ``owner``, ``group`` and
 ``mode`` (octal text such as ``"0640"``) for ``present`` and ``directory``, and ``content`` (text) for ``present``.
-``absent`` removes a file or a whole directory. Specs apply in order (list a directory before its files).
+``absent`` removes a file or a whole directory. Specs apply in order (list a directory before its files). A present
+file may have ``validate``, an argv whose ``%s`` is replaced by the path of the new content before it is put in
+place (for example ``["/usr/sbin/nft", "-c", "-f", "%s"]``); a non-zero exit refuses the file and writes nothing.
 
 ``plan(specs)``
     What writing would change, without touching anything: a list of ``{"path", "changed", "before", "after"}``
@@ -32,6 +34,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 
 MANIFEST = "manifest.json"
@@ -179,6 +182,23 @@ def _copy_ownership_tree(source, dest):
             os.lchown(dst, st.st_uid, st.st_gid)
 
 
+def validate(spec, tmp):
+    """Run the spec's ``validate`` argv on ``tmp``; raise ConfigFileError with its output when it refuses the file."""
+    argv = [tmp if part == "%s" else part for part in spec.get("validate") or []]
+    if not argv:
+        return
+    if tmp not in argv:
+        raise ConfigFileError("%s: validate must contain %%s (where the new file's path goes), got %r" % (spec["path"], spec["validate"]))
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as exc:
+        raise ConfigFileError("%s: cannot run validate command %s: %s" % (spec["path"], argv[0], exc))
+    out = proc.communicate()[0].decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        raise ConfigFileError("%s: the new content was refused by %s (exit %d): %s" % (spec["path"], " ".join(spec["validate"]),
+                                                                                     proc.returncode, out))
+
+
 def _write(spec):
     path = spec["path"]
     uid, gid = _ids(spec)
@@ -219,9 +239,23 @@ def _remove(path):
         os.unlink(path)
 
 
+def _validate_all(specs):
+    """Check every new content that has a validate command before anything is written (no half-written config)."""
+    for spec in specs:
+        if spec.get("validate") and spec.get("state", "present") == "present":
+            fd, tmp = tempfile.mkstemp(prefix="beamops-validate-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(spec["content"].encode("utf-8"))
+                validate(spec, tmp)
+            finally:
+                os.unlink(tmp)
+
+
 def apply(specs, snapshot_dir=None):
     entries = plan(specs)
     changing = [spec for spec, entry in zip(specs, entries) if entry["changed"]]
+    _validate_all(changing)
     if snapshot_dir and changing:
         if not os.path.isdir(snapshot_dir):
             os.makedirs(snapshot_dir, 0o700)

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What a VM runs now, read in one pass on the host (the preflight's one round trip per host).
 
-``read(name, base_dir, config_dir, release_dir=None, checksum=None, environ=None, run=None) -> dict``::
+``read(name, base_dir, config_dir, release_dir=None, checksum=None, units=(), paths=(), environ=None, run=None) -> dict``::
 
     running, enabled      the <name>.service unit is active / enabled
     main_pid              its main PID (0 when it does not run)
@@ -16,6 +16,8 @@
     controller_address    the address the controller's SSH session comes from ("" when unknown)
     proc_options          the mount options of /proc (a list)
     nft                   "" when nft can be used here, else why not
+    units                 {unit: {"active": bool, "enabled": bool}} for each of ``units`` (helper units: EPMD, firewall)
+    exists                {path: bool} for each of ``paths``
 
 ``run`` runs an argv and returns (rc, stdout, stderr); the module passes its ``run_command``.
 """
@@ -67,11 +69,23 @@ def proc_mount_options(mountinfo="/proc/self/mountinfo"):
     return []
 
 
-def read(name, base_dir, config_dir, release_dir=None, checksum=None, environ=None, run=None):
+def _unit_states(run, units):
+    """``systemctl show`` of several units in one call: {unit: {property: value}} (blocks are separated by blank lines)."""
+    rc, out, _err = run(["systemctl", "show", "--property=Id,ActiveState,UnitFileState,MainPID"] + list(units))
+    states = {}
+    if rc != 0:
+        return states
+    for unit, block in zip(units, out.strip().split("\n\n")):
+        states[unit] = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+    return states
+
+
+def read(name, base_dir, config_dir, release_dir=None, checksum=None, units=(), paths=(), environ=None, run=None):
     run = run or _run
     environ = os.environ if environ is None else environ
-    rc, out, _err = run(["systemctl", "show", "--property=ActiveState,UnitFileState,MainPID", "%s.service" % name])
-    unit = dict(line.split("=", 1) for line in out.splitlines() if "=" in line) if rc == 0 else {}
+    service = "%s.service" % name
+    states = _unit_states(run, [service] + [u if "." in u else u + ".service" for u in units])
+    unit = states.get(service, {})
     current = _link(os.path.join(base_dir, "current"))
     info = {
         "running": unit.get("ActiveState") in ("active", "activating", "reloading"),
@@ -86,7 +100,12 @@ def read(name, base_dir, config_dir, release_dir=None, checksum=None, environ=No
         "erts_version": "",
         "controller_address": (environ.get("SSH_CLIENT") or environ.get("SSH_CONNECTION") or "").split(" ")[0],
         "proc_options": proc_mount_options(),
+        "units": {},
+        "exists": dict((path, os.path.exists(path)) for path in paths),
     }
+    for helper in units:
+        state = states.get(helper if "." in helper else helper + ".service", {})
+        info["units"][helper] = {"active": state.get("ActiveState") == "active", "enabled": state.get("UnitFileState") == "enabled"}
     if release_dir:
         info["unpacked"] = bool(checksum) and os.path.exists(os.path.join(release_dir, ".beamops-sha256-%s" % checksum))
         start_erl = _first_line(os.path.join(release_dir, "releases", "start_erl.data")).split()

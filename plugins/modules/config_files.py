@@ -51,6 +51,12 @@ options:
         description: The content is a secret; it never appears in a diff.
         type: bool
         default: false
+      validate:
+        description:
+          - Command (argv) that checks the new content before it is put in place; C(%s) stands for the new file's path.
+          - A non-zero exit refuses the file (the module fails, the old file stays).
+        type: list
+        elements: str
   snapshot_dir:
     description: Directory (created 0700) that keeps the files as they were before this deploy changed them.
     type: path
@@ -114,6 +120,7 @@ FILE_SPEC = dict(
     group=dict(type="str"),
     mode=dict(type="str"),
     secret=dict(type="bool", default=False),
+    validate=dict(type="list", elements="str"),
 )
 
 

@@ -37,6 +37,16 @@ options:
   checksum:
     description: SHA-256 of the tarball being deployed.
     type: str
+  units:
+    description: More systemd units to report on (RV(units)), for example the EPMD and firewall units.
+    type: list
+    elements: str
+    default: []
+  paths:
+    description: Paths to report the existence of (RV(exists)).
+    type: list
+    elements: path
+    default: []
 attributes:
   check_mode:
     support: full
@@ -108,6 +118,15 @@ nft:
   description: Empty when nftables can be used on the host, else why not.
   returned: always
   type: str
+units:
+  description: For each of O(units), whether it is active and enabled.
+  returned: always
+  type: dict
+  sample: {beamops-epmd: {active: true, enabled: true}}
+exists:
+  description: For each of O(paths), whether it exists.
+  returned: always
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -122,6 +141,8 @@ def main():
             config_dir=dict(type="path", required=True),
             release_dir=dict(type="path"),
             checksum=dict(type="str"),
+            units=dict(type="list", elements="str", default=[]),
+            paths=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -134,7 +155,7 @@ def main():
             return 127, "", str(exc)
 
     info = release_host.read(params["name"], params["base_dir"], params["config_dir"], params["release_dir"],
-                             params["checksum"], run=run)
+                             params["checksum"], units=params["units"], paths=params["paths"], run=run)
     module.exit_json(changed=False, **info)
 
 
