@@ -1,5 +1,5 @@
-"""Faults of plugins/module_utils/faults.py on a real lab: 3 systemd-nspawn hosts over SSH, meshprobe deployed with
-deploy_vms and net_ticktime 6 (tick window 4.5-7.5 s), watched from the controller with our own distribution
+"""Faults of plugins/module_utils/faults.py on a real lab: the shared VM lab (vmlab.py: 3 systemd-nspawn members over
+SSH, meshprobe deployed with deploy_vms and net_ticktime 10, tick window 7.5-12.5 s), watched from the controller with our own distribution
 client (mesh_report) and checked on the hosts over a separate ssh:
 
 - kill -9: peers see the node go at once; systemd restarts it and the mesh is whole again after the undo;
@@ -11,12 +11,11 @@ client (mesh_report) and checked on the hosts over a separate ssh:
 - a run SIGKILLed in the middle of two faults leaves them in force, and the next session undoes them first;
   SIGTERM and Ctrl-C of a run undo everything before it exits.
 
-Figures (detection and verification times) are printed. Needs root and systemd-nspawn. The lab is this module's
-own (lab_name flt on 198.18.42.0/24) and is removed at the end.
+Figures (detection and verification times) are printed. Needs root and systemd-nspawn. The lab is the session's
+shared one (the `vm_lab` fixture); every test leaves it as it found it (no fault, full mesh).
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,47 +27,18 @@ import pytest
 from ansible_collections.beamops.cluster.plugins.module_utils import faults
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import mesh_report, wait_for_mesh
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LAB = "flt"
-NETWORK = "198.18.42.0/24"
-INVENTORY = "/var/lib/beamops/lab/%s/inventory.yml" % LAB
-KEY = "/var/lib/beamops/lab/%s/ssh/id_ed25519" % LAB
-HOSTS = ["%s-%d" % (LAB, i) for i in (1, 2, 3)]
-ADDRESSES = dict(("%s-%d" % (LAB, i), "198.18.42.%d" % (10 + i)) for i in (1, 2, 3))
+import vmlab
+from vmlab import ADDRESSES, COOKIE, HOSTS, INVENTORY, NODES, playbook, ssh
+
+REPO = vmlab.REPO
+KEY = "%s/ssh/id_ed25519" % vmlab.STATE
 NODE = dict((h, "meshprobe@%s" % ADDRESSES[h]) for h in HOSTS)
-NODES = [NODE[h] for h in HOSTS]
-COOKIE = "flt-cookie-5d2e"
-TICKTIME = 6
-TICK_LOW, TICK_HIGH = faults.tick_window(TICKTIME)  # 4.5, 7.5
+TICKTIME = 10  # what the shared lab deploys with
+TICK_LOW, TICK_HIGH = faults.tick_window(TICKTIME)  # 7.5, 12.5
 # "At once" must come in well under the tick window; "after the tick window" not before its low end. The margins
 # allow for this shared 2-core machine (a report takes up to ~0.5 s under load).
 AT_ONCE = 3.0
 SLOW_MARGIN = 6.0
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
-    pytest.mark.skipif(shutil.which("systemd-nspawn") is None, reason="the lab needs systemd-nspawn"),
-]
-
-
-def playbook(name, *extra, check=True):
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", INVENTORY, "beamops.cluster." + name]
-    for item in extra:
-        cmd += ["-e", item]
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_PIPELINING="true")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200, check=False)
-    if check:
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return proc
-
-
-def ssh(host, command):
-    """A command on a lab host through OpenSSH: an independent look at what the fault library did."""
-    return subprocess.run(
-        ["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-         "-o", "BatchMode=yes", "root@" + ADDRESSES[host], command],
-        capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-
 
 def fault_tables(host):
     return host_state(host)[0]
@@ -158,19 +128,10 @@ def wait_for(samples, since, predicate, timeout):
 
 
 @pytest.fixture(scope="module")
-def lab():
-    builds = os.path.join(REPO, "build", "testapps")
-    subprocess.run([os.path.join(REPO, "scripts", "build-testapps.sh"), builds], check=True, capture_output=True,
-                   timeout=900)
-    playbook("lab_down", "lab_name=" + LAB, check=False)
-    playbook("lab_up", "lab_name=" + LAB, "lab_network=" + NETWORK, "lab_hosts=3")
-    try:
-        playbook("deploy_vms", "release_name=meshprobe", "release_cookie=" + COOKIE, "release_target=lab",
-                 "release_mesh_timeout=60", "release_serial=100%", "release_net_ticktime=%d" % TICKTIME,
-                 "release_src=%s/meshprobe-0.1.0.tar.gz" % builds)
-        yield faults.read_inventory(INVENTORY, group="lab")
-    finally:
-        playbook("lab_down", "lab_name=" + LAB, check=False)
+def lab(vm_lab):
+    """The fault sessions' hosts: the shared lab's members (the spare runs no meshprobe)."""
+    hosts = faults.read_inventory(INVENTORY, group="lab")
+    return dict((h, hosts[h]) for h in HOSTS)
 
 
 @pytest.fixture
@@ -186,12 +147,12 @@ def session(lab, tmp_path):
 
 def test_inventory_of_the_lab(lab):
     assert sorted(lab) == HOSTS
-    assert lab["flt-2"] == {"address": "198.18.42.12", "port": 22, "user": "root", "key_file": KEY,
-                            "host_key_checking": False, "python": "/usr/bin/python3"}
+    assert lab[HOSTS[1]] == {"address": ADDRESSES[HOSTS[1]], "port": 22, "user": "root", "key_file": KEY,
+                             "host_key_checking": False, "python": "/usr/bin/python3"}
 
 
 def test_kill_is_seen_at_once_and_systemd_restarts_the_node(session):
-    victim, peers = "flt-2", ["flt-1", "flt-3"]
+    victim, peers = HOSTS[1], [HOSTS[0], HOSTS[2]]
     with Sampler([NODE[h] for h in peers]) as sampler:
         record = session.kill(victim)
         gone = wait_for(sampler.samples, record["times"]["issued"]["monotonic"],
@@ -213,7 +174,7 @@ def test_kill_is_seen_at_once_and_systemd_restarts_the_node(session):
 
 
 def test_graceful_restart_is_seen_while_it_runs(session):
-    victim, peers = "flt-3", ["flt-1", "flt-2"]
+    victim, peers = HOSTS[2], [HOSTS[0], HOSTS[1]]
     with Sampler([NODE[h] for h in peers]) as sampler:
         record = session.restart(victim)
         time.sleep(1.0)
@@ -228,7 +189,7 @@ def test_graceful_restart_is_seen_while_it_runs(session):
 
 
 def test_freeze_is_seen_only_after_the_tick_window(session):
-    victim, peers = "flt-2", ["flt-1", "flt-3"]
+    victim, peers = HOSTS[1], [HOSTS[0], HOSTS[2]]
     with Sampler([NODE[h] for h in peers]) as sampler:
         record = session.freeze(victim)
         assert beam_state(victim)[1] == "T"
@@ -255,7 +216,7 @@ def split_between(report, group_a, group_b):
 
 @pytest.mark.parametrize("action", ["drop", "reject"])
 def test_full_partition_splits_the_mesh_drop_after_ticks_reject_at_once(session, action):
-    side_a, side_b = ["flt-1"], ["flt-2", "flt-3"]
+    side_a, side_b = [HOSTS[0]], [HOSTS[1], HOSTS[2]]
     with Sampler(NODES) as sampler:
         record = session.partition(side_a, side_b, action=action, probe_ports=[4369, 9100])
         since = record["times"]["effective"]["monotonic"]
@@ -266,8 +227,8 @@ def test_full_partition_splits_the_mesh_drop_after_ticks_reject_at_once(session,
         healed = wait_for(sampler.samples, healed_since, lambda r: r["full_mesh"], 45)
     samples = sampler.samples
     during = [r for t, r in samples if since <= t <= healed_since]
-    side_a_saw = first_time(samples, since, lambda r: all(not connected(r, "flt-1", b) for b in side_b))
-    side_b_saw = first_time(samples, since, lambda r: all(not connected(r, b, "flt-1") for b in side_b))
+    side_a_saw = first_time(samples, since, lambda r: all(not connected(r, HOSTS[0], b) for b in side_b))
+    side_b_saw = first_time(samples, since, lambda r: all(not connected(r, b, HOSTS[0]) for b in side_b))
     probes = record["verification"]["probes"]
     print("\n%s: rules loaded in %.2f s, verified %.2f s later (%d probes: %s); side A saw the split after %s s, side "
           "B after %s s (tick window %.1f-%.1f s); heal verified in %.2f s, full mesh %s s after" % (
@@ -289,31 +250,31 @@ def test_full_partition_splits_the_mesh_drop_after_ticks_reject_at_once(session,
         assert max(side_a_saw, side_b_saw) < AT_ONCE
     # The controller (observer, SSH) is never cut: every node answered every report during the fault.
     assert during and all(r["unreachable"] == [] for r in during)
-    assert any(r["partitions"] == [[NODE["flt-2"], NODE["flt-3"]], [NODE["flt-1"]]] for r in during)
+    assert any(r["partitions"] == [[NODE[HOSTS[1]], NODE[HOSTS[2]]], [NODE[HOSTS[0]]]] for r in during)
     assert healed is not None, "the mesh did not heal within 45 s of the undo"
 
 
 @pytest.mark.parametrize("action", ["drop", "reject"])
 def test_partial_partition_cuts_that_link(session, action):
     with Sampler(NODES) as sampler:
-        record = session.partition("flt-1", "flt-2", action=action, probe_ports=[4369, 9100])
+        record = session.partition(HOSTS[0], HOSTS[1], action=action, probe_ports=[4369, 9100])
         since = record["times"]["effective"]["monotonic"]
-        cut = wait_for(sampler.samples, since, lambda r: not connected(r, "flt-1", "flt-2")
-                       and not connected(r, "flt-2", "flt-1"), TICK_HIGH + SLOW_MARGIN + 5)
+        cut = wait_for(sampler.samples, since, lambda r: not connected(r, HOSTS[0], HOSTS[1])
+                       and not connected(r, HOSTS[1], HOSTS[0]), TICK_HIGH + SLOW_MARGIN + 5)
         time.sleep(2.0)  # watch what global makes of it
         undone = session.undo(record)
         healed_since = undone["times"]["undo_verified"]["monotonic"]
         healed = wait_for(sampler.samples, healed_since, lambda r: r["full_mesh"], 45)
     samples = sampler.samples
     during = [r for t, r in samples if since <= t <= healed_since]
-    others_cut = sum(1 for r in during if not connected(r, "flt-3", "flt-1") or not connected(r, "flt-3", "flt-2"))
+    others_cut = sum(1 for r in during if not connected(r, HOSTS[2], HOSTS[0]) or not connected(r, HOSTS[2], HOSTS[1]))
     shapes = sorted(set(json.dumps([[n.split("@")[1] for n in p] for p in r["partitions"]]) for r in during))
-    print("\n%s: the cut link went after %s s; %d of %d reports during the fault also missed a link of flt-3 "
+    print("\n%s: the cut link went after %s s; %d of %d reports during the fault also missed a link of the third host "
           "(global's prevent_overlapping_partitions); partitions seen: %s; full mesh %s s after the verified undo"
           % (record["label"], cut, others_cut, len(during), ", ".join(shapes), healed))
     assert record["params"]["scope"] == "partial" and record["label"].startswith("partial partition (one link)")
-    assert sorted(record["hosts"]) == ["flt-1", "flt-2"]
-    assert fault_tables("flt-3") == []  # the third host has no rules
+    assert sorted(record["hosts"]) == [HOSTS[0], HOSTS[1]]
+    assert fault_tables(HOSTS[2]) == []  # the third host has no rules
     assert cut is not None
     if action == "reject":
         assert cut < AT_ONCE
@@ -327,10 +288,11 @@ CHILD = r'''
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.beamops.cluster.plugins.module_utils import faults
-hosts = faults.read_inventory(sys.argv[2], group="lab")
+members = sys.argv[4:7]
+hosts = dict((h, spec) for h, spec in faults.read_inventory(sys.argv[2], group="lab").items() if h in members)
 with faults.VmFaultSession(hosts, sys.argv[3], app="meshprobe") as session:
-    session.freeze("flt-3")
-    session.partition("flt-1", "flt-2", action="drop")
+    session.freeze(members[2])
+    session.partition(members[0], members[1], action="drop")
     print("ready", flush=True)
     time.sleep(120)
 print("not reached", flush=True)
@@ -341,25 +303,25 @@ def start_child(tmp_path, collections_root):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     journal = str(tmp_path / "journal.json")
-    proc = subprocess.Popen([sys.executable, str(script), collections_root, INVENTORY, journal],
+    proc = subprocess.Popen([sys.executable, str(script), collections_root, INVENTORY, journal] + HOSTS,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.strip() == "ready", proc.stderr.read()
     # Both faults are in force now, as the hosts themselves show.
-    assert beam_state("flt-3")[1] == "T"
-    assert len(fault_tables("flt-1")) == 1 and fault_tables("flt-1") == fault_tables("flt-2")
+    assert beam_state(HOSTS[2])[1] == "T"
+    assert len(fault_tables(HOSTS[0])) == 1 and fault_tables(HOSTS[0]) == fault_tables(HOSTS[1])
     return proc, journal
 
 
 def test_sigkilled_run_is_undone_by_the_next_session_first(lab, tmp_path, collections_root):
     assert wait_for_mesh(NODES, COOKIE, timeout=60.0, attempt_timeout=2.0)[0]
     proc, journal = start_child(tmp_path, collections_root)
-    table = fault_tables("flt-1")[0]
+    table = fault_tables(HOSTS[0])[0]
     proc.kill()
     proc.wait(10)
     time.sleep(1.0)
     # The killed run left both faults behind, and its journal says so.
-    assert beam_state("flt-3")[1] == "T" and fault_tables("flt-1") == [table]
+    assert beam_state(HOSTS[2])[1] == "T" and fault_tables(HOSTS[0]) == [table]
     left = faults.Journal(journal).load()
     assert [(r["kind"], r["state"]) for r in left["faults"]] == [("freeze", "applied"), ("partition", "applied")]
     started = time.monotonic()
@@ -370,7 +332,7 @@ def test_sigkilled_run_is_undone_by_the_next_session_first(lab, tmp_path, collec
         assert again.swept == []
         for host in HOSTS:
             assert fault_tables(host) == []
-        assert beam_state("flt-3")[1] != "T"
+        assert beam_state(HOSTS[2])[1] != "T"
     print("\nrecovery of a SIGKILLed run (freeze + DROP partition left in force): undone and verified in %.2f s "
           "when the next session opened" % took)
     assert not os.path.exists(journal)
@@ -395,25 +357,25 @@ def test_sigterm_and_ctrl_c_of_a_run_undo_everything(lab, tmp_path, collections_
 
 def test_leftover_table_without_a_journal_is_swept(lab, tmp_path):
     """A table no journal knows (say, the journal was deleted by hand) is removed when a session opens."""
-    ssh("flt-3", "nft -f - <<'EOF'\n%sEOF" % faults.partition_ruleset("beamops_fault_stray", [ADDRESSES["flt-1"]], "drop"))
-    assert fault_tables("flt-3") == ["beamops_fault_stray"]
+    ssh(HOSTS[2], "nft -f - <<'EOF'\n%sEOF" % faults.partition_ruleset("beamops_fault_stray", [ADDRESSES[HOSTS[0]]], "drop"))
+    assert fault_tables(HOSTS[2]) == ["beamops_fault_stray"]
     with faults.VmFaultSession(lab, str(tmp_path / "journal.json"), app="meshprobe") as opened:
-        assert opened.swept == [{"host": "flt-3", "table": "beamops_fault_stray"}]
-    assert fault_tables("flt-3") == []
+        assert opened.swept == [{"host": HOSTS[2], "table": "beamops_fault_stray"}]
+    assert fault_tables(HOSTS[2]) == []
     assert_clean()
 
 
 def test_bad_input_fails_before_any_fault(lab, tmp_path):
     journal = str(tmp_path / "journal.json")
-    with pytest.raises(faults.FaultError, match="flt-2: meshprobe-nope.service is not installed"):
+    with pytest.raises(faults.FaultError, match="%s: meshprobe-nope.service is not installed" % HOSTS[1]):
         with faults.VmFaultSession(lab, journal, app="meshprobe-nope"):
             pass
     with faults.VmFaultSession(lab, journal, app="meshprobe") as opened:
-        with pytest.raises(ValueError, match="flt-1 in both groups"):
-            opened.partition(["flt-1"], ["flt-1", "flt-2"])
-        with pytest.raises(ValueError, match="host 'flt-9' is not one of this session's hosts"):
-            opened.kill("flt-9")
+        with pytest.raises(ValueError, match="%s in both groups" % HOSTS[0]):
+            opened.partition([HOSTS[0]], [HOSTS[0], HOSTS[1]])
+        with pytest.raises(ValueError, match="host 'itdeploy-9' is not one of this session's hosts"):
+            opened.kill("itdeploy-9")
         with pytest.raises(faults.FaultError, match="before the fault, these connections already fail"):
-            opened.partition("flt-1", "flt-2", probe_ports=[4368])
+            opened.partition(HOSTS[0], HOSTS[1], probe_ports=[4368])
         assert opened.records == []
     assert_clean()
