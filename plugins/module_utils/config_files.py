@@ -195,8 +195,8 @@ def validate(spec, tmp):
         raise ConfigFileError("%s: cannot run validate command %s: %s" % (spec["path"], argv[0], exc))
     out = proc.communicate()[0].decode("utf-8", "replace").strip()
     if proc.returncode != 0:
-        raise ConfigFileError("%s: the new content was refused by %s (exit %d): %s" % (spec["path"], " ".join(spec["validate"]),
-                                                                                     proc.returncode, out))
+        raise ConfigFileError("%s: the new content was refused by %s (exit %d): %s"
+                              % (spec["path"], " ".join(spec["validate"]), proc.returncode, out))
 
 
 def _write(spec):

@@ -28,7 +28,7 @@ from ansible_collections.beamops.cluster.plugins.module_utils import faults
 from ansible_collections.beamops.cluster.plugins.module_utils.erl_mesh import mesh_report, wait_for_mesh
 
 import vmlab
-from vmlab import ADDRESSES, COOKIE, HOSTS, INVENTORY, NODES, playbook, ssh
+from vmlab import ADDRESSES, COOKIE, HOSTS, INVENTORY, NODES, ssh
 
 REPO = vmlab.REPO
 KEY = "%s/ssh/id_ed25519" % vmlab.STATE
@@ -39,6 +39,7 @@ TICK_LOW, TICK_HIGH = faults.tick_window(TICKTIME)  # 7.5, 12.5
 # allow for this shared 2-core machine (a report takes up to ~0.5 s under load).
 AT_ONCE = 3.0
 SLOW_MARGIN = 6.0
+
 
 def fault_tables(host):
     return host_state(host)[0]
