@@ -211,6 +211,7 @@ def test_inventory_works_as_is_with_ansible_playbook(lab, tmp_path):
     group_vars = load_inventory(LAB)["lab"]["vars"]
     assert group_vars["lab_bridge_address"] == BRIDGE_ADDRESS
     assert group_vars["lab_dns_name"] == "%s.%s" % (LAB, DOMAIN)
+    assert group_vars["ansible_pipelining"] is True  # the playbook above ran with it
 
 
 def test_dns_answers_inside_hosts_and_with_a_short_ttl(lab):
