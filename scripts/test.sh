@@ -2,12 +2,12 @@
 # Runs every test of beamops.cluster, as root on Debian bookworm: installs what it needs first
 # (scripts/bootstrap.sh), then runs each step, keeps going when one fails, and prints a summary.
 #   bash scripts/test.sh            all steps
-#   bash scripts/test.sh unit lint  only the named steps (unit integration sanity lint galaxy molecule)
+#   bash scripts/test.sh unit lint  only the named steps (unit sanity lint galaxy integration kubernetes molecule)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 REPO=$(pwd)
 WORK=${BEAMOPS_TEST_WORK:-/tmp/beamops-test}
-ALL_STEPS=(unit sanity lint galaxy integration molecule)
+ALL_STEPS=(unit sanity lint galaxy integration kubernetes molecule)
 STEPS=("$@"); [ ${#STEPS[@]} -gt 0 ] || STEPS=("${ALL_STEPS[@]}")
 
 bash scripts/bootstrap.sh || { echo "bootstrap failed"; exit 1; }
@@ -30,6 +30,12 @@ step_integration() {
   else
     echo "no integration tests"
   fi
+}
+
+step_kubernetes() {
+  # The real-cluster suite: runs when K8S_AUTH_KUBECONFIG (and BEAMOPS_K8S_IMAGE) name a cluster and an image,
+  # and skips with that reason otherwise (there is no Kubernetes API server on a lab machine).
+  python -m pytest -q -p no:cacheprovider -rs tests/kubernetes
 }
 
 collection_copy() {
