@@ -16,7 +16,7 @@ Public API
 ==========
 ``Observer(nodes, cookie, interval=0.1, out=None, dial=None, tls=None, epmd_port=4369, dist_port=None,
            family=None, local_node=None, tick_timeout=60.0, connect_timeout=2.0, full_every=5.0,
-           max_outstanding=3, history=1200)``
+           max_outstanding=1, history=1200)``
     ``start()`` (runs the sampling in a background thread; returns self), ``stop()`` (returns ``stats()``),
     also a context manager.
 ``latest() -> {node: View(t, utc, peers)}``
@@ -111,7 +111,7 @@ class Observer:
 
     def __init__(self, nodes, cookie, interval=0.1, out=None, dial=None, tls=None, epmd_port=EPMD_DEFAULT_PORT,
                  dist_port=None, family=None, local_node=None, tick_timeout=60.0, connect_timeout=2.0,
-                 full_every=5.0, max_outstanding=3, history=1200):
+                 full_every=5.0, max_outstanding=1, history=1200):
         if not isinstance(cookie, str) or not cookie:
             raise ValueError("cookie must be a non-empty string")
         if not interval or interval <= 0:
