@@ -11,6 +11,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.beamops.cluster.plugins.module_utils import compare_options, compare_report, compare_runner
+from ansible_collections.beamops.cluster.plugins.module_utils.erl_epmd import DistError
 from ansible_collections.beamops.cluster.plugins.module_utils.faults import FaultError, FaultInterrupted
 
 display = Display()
@@ -41,6 +42,9 @@ class ActionModule(ActionBase):
                                                  "undone" % exc.signum)
         except FaultError as exc:
             return dict(result, failed=True, msg="compare_run: a fault failed: %s" % exc)
+        except (DistError, ValueError, OSError) as exc:
+            # Whatever was in force has been undone on the way out (the fault session's exit).
+            return dict(result, failed=True, msg="compare_run: the run stopped: %s: %s" % (type(exc).__name__, exc))
         try:
             paths = compare_options.write_outputs(results, args["out_dir"])
         except compare_report.ResultsError as exc:

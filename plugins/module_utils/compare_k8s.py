@@ -108,6 +108,11 @@ class K8sRun(cr._VmRun):  # pylint: disable=protected-access
             found["mechanism"] = record["mechanism"]
         return found
 
+    def mesh_report(self):
+        report = erl_mesh.mesh_report(self.nodes, self.target.cookie, timeout=15.0, dial=self.forwards.dial)
+        k8s_portforward.explain(report, self.forwards)
+        return report
+
     def run(self):
         target = self.target
         if target.deploy:
@@ -148,8 +153,7 @@ class K8sRun(cr._VmRun):  # pylint: disable=protected-access
     def _measure(self):
         target = self.target
         dial = self.forwards.dial
-        report = erl_mesh.mesh_report(self.nodes, target.cookie, timeout=15.0, dial=dial)
-        report = k8s_portforward.explain(report, self.forwards) or report
+        report = self.mesh_report()
         if report["unreachable"] or not report["full_mesh"]:
             raise cr.CompareError("target %s: not every node answers or the mesh is not full at the start, so no "
                                   "fault was injected:\n%s" % (target.name, "\n".join(erl_mesh.diagnosis(report))))

@@ -342,6 +342,10 @@ class KubernetesTarget:
     """See the module docstring."""
 
     kind = "kubernetes"
+    # What the shared scenario loop asks of every target: no tarballs (a rollout restart instead), plain TCP.
+    tarballs = ()
+    epmdless = False
+    tls = None
 
     def __init__(self, name, namespace, workload, release_name, cookie, strategy, kubeconfig=None, context=None,
                  selector=None, service=None, cluster_domain="cluster.local", node_basename=None, epmd_port=4369,
@@ -824,13 +828,16 @@ class _VmRun:
             self.help_links()
             seen = self.observer.wait_until(self.baseline, timeout=30.0)
         if seen is None:
-            report = erl_mesh.mesh_report(self.nodes, self.target.cookie, timeout=10.0, epmd_port=self.target.epmd_port,
-                                          dist_port=self.target.dist_port if self.target.epmdless else None,
-                                          tls=self.target.tls)
             raise CompareError("target %s: the baseline (full mesh, every node up, no extra node) did not come back "
                                "within %.0f s:\n%s" % (self.target.name, self.settings.timeout + 30,
-                                                       "\n".join(erl_mesh.diagnosis(report)) or "(no diagnosis)"))
+                                                       "\n".join(erl_mesh.diagnosis(self.mesh_report())) or
+                                                       "(no diagnosis)"))
         return round((time.monotonic() - started) * 1000.0, 1)
+
+    def mesh_report(self):
+        target = self.target
+        return erl_mesh.mesh_report(self.nodes, target.cookie, timeout=10.0, epmd_port=target.epmd_port,
+                                    dist_port=target.dist_port if target.epmdless else None, tls=target.tls)
 
     def help_links(self):
         """net_kernel:connect_node/1 across every missing link: the help a strategy that does not heal needs."""

@@ -297,3 +297,27 @@ def test_the_spare_is_restored_from_its_snapshot():
     # What the host had before stays: another release's EPMD, the user, /proc hidden.
     assert "beamops-epmd.service" not in script and "userdel" not in script and "hidepid=0" not in script
     assert "rm -rf -- /usr/local/lib/beamops" not in script
+
+
+def test_kubernetes_targets_name_pods_as_the_strategy_dials_them(tmp_path, monkeypatch):
+    from ansible_collections.beamops.cluster.plugins.module_utils import compare_k8s
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("K8S_AUTH_KUBECONFIG", str(kubeconfig))
+    pod = {"name": "shop-1", "ip": "10.1.2.3"}
+    srv, dns = compare_runner.targets_from_specs([
+        {"kind": "kubernetes", "name": "k8s-srv", "namespace": "prod", "workload": "StatefulSet/shop",
+         "strategy": "kubernetes_dnssrv", "service": "shop-headless"},
+        {"kind": "kubernetes", "name": "k8s-dns", "namespace": "prod", "workload": "Deployment/shop",
+         "strategy": "kubernetes_dns"}], {"name": "shop", "cookie": "c"})
+    assert srv.kubeconfig == str(kubeconfig) and not srv.deploy
+    assert srv.node_of(pod) == "shop@shop-1.shop-headless.prod.svc.cluster.local"
+    assert dns.node_of(pod) == "shop@10.1.2.3"
+    # Only names that survive a pod's replacement let the observer follow a rollout.
+    assert compare_k8s.stable_names(srv) and not compare_k8s.stable_names(dns)
+    with pytest.raises(compare_runner.CompareError, match="targets\\[0\\].service: kubernetes_dnssrv names nodes"):
+        compare_runner.targets_from_specs([{"kind": "kubernetes", "namespace": "prod", "workload": "StatefulSet/shop",
+                                            "strategy": "kubernetes_dnssrv"}], {"name": "shop", "cookie": "c"})
+    with pytest.raises(compare_runner.CompareError, match="targets\\[0\\].strategy is 'dnspoll'; a Kubernetes target"):
+        compare_runner.targets_from_specs([{"kind": "kubernetes", "namespace": "prod", "workload": "StatefulSet/shop",
+                                            "strategy": "dnspoll"}], {"name": "shop", "cookie": "c"})
