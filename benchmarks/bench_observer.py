@@ -214,8 +214,8 @@ def main():
     print("machine: %d CPUs, load average %.1f before and %.1f after; %d nodes in %d full mesh(es) of %s; "
           "interval %.0f ms" % (os.cpu_count(), load_before, os.getloadavg()[0], args.nodes, args.groups, sizes,
                                 args.interval * 1000))
-    print("%-6s %8s %9s %9s %9s %9s %7s %9s %10s %10s" % ("phase", "samples", "rate Hz", "p50 ms", "p99 ms",
-                                                         "max ms", "behind", "answered", "CPU s/s", "bytes/s"))
+    columns = ("phase", "samples", "rate Hz", "p50 ms", "p99 ms", "max ms", "behind", "answered", "CPU s/s", "bytes/s")
+    print("%-6s %8s %9s %9s %9s %9s %7s %9s %10s %10s" % columns)
     for label, t0, t1, cpu, size in marks:
         f = phase_figures(samples, args.interval, t0, t1, cpu, size)
         print("%-6s %8d %9.2f %9.1f %9.1f %9.1f %7d %8.1f%% %10.3f %10.0f" % (

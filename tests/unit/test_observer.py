@@ -237,9 +237,7 @@ def test_command_line_reads_the_cookie_from_a_file(tmp_path, collections_root):
                                         (dict(interval=0), "interval"),
                                         (dict(dial={"a@h": "h"}), "dial: a@h: 'h' is not an address")])
 def test_bad_arguments_are_refused(bad, words):
-    kwargs = dict(nodes=["a@h"], cookie="c")
-    kwargs.update(bad)
-    nodes, cookie = kwargs.pop("nodes"), kwargs.pop("cookie")
+    options = dict((key, value) for key, value in bad.items() if key not in ("nodes", "cookie"))
     with pytest.raises(ValueError) as err:
-        obs.Observer(nodes, cookie, **kwargs)
+        obs.Observer(bad.get("nodes", ["a@h"]), bad.get("cookie", "c"), **options)
     assert words in str(err.value)
