@@ -545,15 +545,16 @@ class Session:
             if data[offset:offset + 3] != REPLY_PREFIX:
                 message = erl_term.decode_from(data, offset)[0] if offset < len(data) else None
                 return self._checked(control), message
+            if len(data) - offset > MAX_REUSED_REPLY:  # large answers are rare: decode them as they come
+                return self._checked(control), erl_term.decode_from(data, offset)[0]
             tag, start = erl_term.decode_untagged(data, offset + 3)
             reply_bytes = data[start:]
             reply = self._reuse.get(reply_bytes, _UNKNOWN)
             if reply is _UNKNOWN:
                 reply = erl_term.decode_untagged(data, start)[0]
-                if len(reply_bytes) <= MAX_REUSED_REPLY:
-                    if len(self._reuse) >= MAX_REUSED_REPLIES:
-                        self._reuse.clear()
-                    self._reuse[reply_bytes] = reply
+                if len(self._reuse) >= MAX_REUSED_REPLIES:
+                    self._reuse.clear()
+                self._reuse[reply_bytes] = reply
         except erl_term.TermError as exc:
             raise ProtocolError("the node sent a term that cannot be decoded: %s" % exc)
         return self._checked(control), (tag, reply)
