@@ -206,8 +206,8 @@ class K8sRun(cr._VmRun):  # pylint: disable=protected-access
             version = client.VersionApi(self.session.api.core.api_client).get_code().git_version
         except Exception:  # pylint: disable=broad-except
             version = None  # the report then shows it as unknown
-        return {"platform": "Kubernetes: namespace %s%s" % (target.namespace,
-                                                              ", context %s" % target.context if target.context else ""),
+        context = ", context %s" % target.context if target.context else ""
+        return {"platform": "Kubernetes: namespace %s%s" % (target.namespace, context),
                 "strategy": target.strategy, "strategy_interval_ms": 5000, "otp": found["otp"],
                 "release": found["release"], "net_ticktime_s": found["net_ticktime_s"],
                 "net_tickintensity": found["net_tickintensity"], "nodes": len(self.nodes), "hosts": None,

@@ -97,9 +97,8 @@ def _metric_text(scenario, name, unit, censor_ms):
     if not values:
         return None
     summary = compare_stats.summarize(values, censor_ms)
-    return "median %s (range %s-%s, K=%d)" % (compare_stats.format_bound(summary["median"], unit),
-                                             compare_stats.format_bound(summary["min"], unit),
-                                             compare_stats.format_bound(summary["max"], unit), summary["k"])
+    median, low, high = (compare_stats.format_bound(summary[key], unit) for key in ("median", "min", "max"))
+    return "median %s (range %s-%s, K=%d)" % (median, low, high, summary["k"])
 
 
 def summary(results):

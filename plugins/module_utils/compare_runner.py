@@ -243,8 +243,8 @@ class VmTarget:
             raise CompareError("%s.deploy must be true or false" % field)
         self.deploy = deploy
         if strategy not in topology.VM_STRATEGIES:
-            raise CompareError("%s.strategy is %r; a VM target uses one of %s" % (field, strategy,
-                                                                                 ", ".join(topology.VM_STRATEGIES)))
+            raise CompareError("%s.strategy is %r; a VM target uses one of %s"
+                               % (field, strategy, ", ".join(topology.VM_STRATEGIES)))
         self.strategy = strategy
         if discovery is None:
             discovery = {}
@@ -392,8 +392,8 @@ class KubernetesTarget:
     def node_of(self, pod):
         """The node name a pod runs as under this strategy (topology.py's naming rules)."""
         if self.strategy == "kubernetes_dnssrv":
-            return "%s@%s.%s.%s.svc.%s" % (self.basename, pod["name"], self.service, self.namespace,
-                                            self.cluster_domain)
+            return "%s@%s.%s.%s.svc.%s" % (
+                self.basename, pod["name"], self.service, self.namespace, self.cluster_domain)
         return "%s@%s" % (self.basename, pod["ip"])
 
     def journal_name(self):
@@ -555,7 +555,7 @@ class _Progress:
             for name in settings.scenarios:
                 if target.kind == "kubernetes" and name not in KUBERNETES_SCENARIOS:
                     continue
-                self.todo.extend((target.name, name) for _ in range(settings.repetitions))
+                self.todo.extend([(target.name, name)] * settings.repetitions)
         self.ticktime = max([int(getattr(t, "release_vars", {}).get("release_net_ticktime", 60)) for t in targets] + [0])
 
     def prior(self, name):

@@ -15,7 +15,7 @@ version_added: "0.1.0"
 description:
   - Runs on the controller (an action plugin; the task's host does not matter, use C(localhost)). For each target in
     turn it deploys the release (VM targets - C(beamops.cluster.deploy_vms) with every host at once; Kubernetes
-    targets with O(targets[].deploy_vars) - C(beamops.cluster.deploy_k8s)), checks that every node answers and the mesh
+    targets with C(deploy_vars) - C(beamops.cluster.deploy_k8s)), checks that every node answers and the mesh
     is full (else it fails before any fault), starts a hidden-node observer that samples every node's view of the mesh
     (10 Hz by default), runs every scenario K times and writes C(results.json), C(report.md) and a self-contained
     C(report.html) into O(out_dir).
@@ -35,6 +35,7 @@ attributes:
     description: Validates every option and says what would run; deploys nothing, injects nothing.
   diff_mode:
     support: none
+    description: Nothing to show as a diff.
 options:
   targets:
     description:
@@ -127,7 +128,7 @@ notes:
   - The lab's figures come from systemd-nspawn hosts on one machine; they compare strategies and settings with each
     other, not with separate machines.
 author:
-  - beamops.cluster contributors
+  - beamops.cluster contributors (@beamops)
 """
 
 EXAMPLES = r"""

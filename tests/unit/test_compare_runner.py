@@ -34,7 +34,7 @@ def stream(*parts, start=100.0, step=0.1):
     """Samples at 10 Hz: parts are (count, views) in order."""
     samples, t = [], start
     for count, view in parts:
-        for _ in range(count):
+        for _index in range(count):
             samples.append(Sample(round(t, 3), "u", view))
             t += step
     return samples
@@ -187,8 +187,8 @@ RELEASE = {"name": "app", "cookie": "secret-cookie-1"}
     ({"hosts": ["h1", "h9"]}, "targets[0]: h9 not in the inventory"),
     ({"hosts": ["h1", "h2"], "spare": "h2"}, "targets[0].spare h2 is also a member"),
     ({"tarballs": ["/nonexistent.tar.gz"]}, "targets[0].tarballs[0]: '/nonexistent.tar.gz' is not a file"),
-    ({"release_vars": {"release_cookie": "x"}}, "release_vars.release_cookie is set by the runner: give it as the "
-                                                 "target's cookie"),
+    ({"release_vars": {"release_cookie": "x"}},
+     "release_vars.release_cookie is set by the runner: give it as the target's cookie"),
     ({"release_vars": {"net_ticktime": 5}}, "release_vars.net_ticktime: only release_* role variables"),
     ({"name": "bad name"}, "targets[0].name must be 1-63 letters"),
 ])
