@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The configuration files a node reads at boot, written in one pass, with a snapshot a failed deploy restores.
 
-A file spec is a dict: ``path``, ``state`` (``present``, ``directory`` or ``absent``), ``owner``, ``group`` and
-``mode`` (octal text such as ``"0640"``) for ``present`` and ``directory``, and ``content`` (text) for ``present``.
+A file spec is a dict: ``path``, ``state`` (``present``, ``directory``, ``link`` or ``absent``), ``owner``, ``group``
+and ``mode`` (octal text such as ``"0640"``) for ``present`` and ``directory``, ``content`` (text) for ``present``,
+``src`` (where the symbolic link points) for ``link``.
 ``absent`` removes a file or a whole directory. Specs apply in order (list a directory before its files). A present
 file may have ``validate``, an argv whose ``%s`` is replaced by the path of the new content before it is put in
 place (for example ``["/usr/sbin/nft", "-c", "-f", "%s"]``); a non-zero exit refuses the file and writes nothing.
@@ -91,9 +92,14 @@ def check_specs(specs):
             raise ConfigFileError("%s is listed twice" % path)
         seen.add(path)
         state = spec.get("state", "present")
-        if state not in ("present", "directory", "absent"):
-            raise ConfigFileError("%s: state must be present, directory or absent, not %r" % (path, state))
-        if state != "absent":
+        if state not in ("present", "directory", "link", "absent"):
+            raise ConfigFileError("%s: state must be present, directory, link or absent, not %r" % (path, state))
+        if state == "link":
+            if not spec.get("src"):
+                raise ConfigFileError("%s: src (where the link points) is required for a link" % path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                raise ConfigFileError("%s is a directory, not a link" % path)
+        elif state != "absent":
             for key in ("content", "owner", "group", "mode") if state == "present" else ("owner", "group", "mode"):
                 if spec.get(key) is None:
                     raise ConfigFileError("%s: %s is required for a %s entry" % (path, key, state))
@@ -106,6 +112,8 @@ def _differs(spec):
     path = spec["path"]
     if spec.get("state", "present") == "absent":
         return os.path.lexists(path)
+    if spec.get("state") == "link":
+        return not os.path.islink(path) or os.readlink(path) != spec["src"]
     try:
         st = os.lstat(path)
     except OSError:
@@ -128,7 +136,7 @@ def plan(specs):
     for spec in specs:
         changed = _differs(spec)
         before = after = None
-        if changed and not spec.get("secret") and spec.get("state") != "directory":
+        if changed and not spec.get("secret") and spec.get("state") in ("present", "absent", None):
             before = _text(_read(spec["path"])) if os.path.isfile(spec["path"]) else None
             after = spec["content"] if spec.get("state", "present") == "present" else None
         entries.append({"path": spec["path"], "changed": changed, "before": before, "after": after})
@@ -184,10 +192,10 @@ def _copy_ownership_tree(source, dest):
 
 def validate(spec, tmp):
     """Run the spec's ``validate`` argv on ``tmp``; raise ConfigFileError with its output when it refuses the file."""
-    argv = [tmp if part == "%s" else part for part in spec.get("validate") or []]
+    argv = [part.replace("%s", tmp) for part in spec.get("validate") or []]
     if not argv:
         return
-    if tmp not in argv:
+    if not any("%s" in part for part in spec["validate"]):
         raise ConfigFileError("%s: validate must contain %%s (where the new file's path goes), got %r" % (spec["path"], spec["validate"]))
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -232,6 +240,16 @@ def _make_directory(spec):
     os.chmod(path, _mode(spec))
 
 
+def _link(spec):
+    """Point ``path`` at ``src``, replacing what is there atomically (a new link renamed over it)."""
+    path = spec["path"]
+    tmp = os.path.join(os.path.dirname(path), ".beamops-link-%d" % os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(spec["src"], tmp)
+    os.rename(tmp, path)
+
+
 def _remove(path):
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
@@ -270,6 +288,8 @@ def apply(specs, snapshot_dir=None):
                 _remove(spec["path"])
             elif state == "directory":
                 _make_directory(spec)
+            elif state == "link":
+                _link(spec)
             else:
                 _write(spec)
         except (IOError, OSError) as exc:

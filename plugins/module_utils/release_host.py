@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What a VM runs now, read in one pass on the host (the preflight's one round trip per host).
 
-``read(name, base_dir, config_dir, release_dir=None, checksum=None, units=(), paths=(), environ=None, run=None) -> dict``::
+``read(name, base_dir, config_dir, release_dir=None, checksum=None, units=(), paths=(), account=None, environ=None,
+run=None) -> dict``::
 
     running, enabled      the <name>.service unit is active / enabled
     main_pid              its main PID (0 when it does not run)
@@ -18,6 +19,10 @@
     nft                   "" when nft can be used here, else why not
     units                 {unit: {"active": bool, "enabled": bool}} for each of ``units`` (helper units: EPMD, firewall)
     exists                {path: bool} for each of ``paths``
+    links                 {path: where it points, "" when it is not a link} for each of ``paths``
+    account               with ``account`` ({"user", "group", "home", "shell"}): {"group": the group exists,
+                          "user": the user exists with that primary group, home and shell}
+    fstab_proc            the /proc line of /etc/fstab ("" when there is none)
 
 ``run`` runs an argv and returns (rc, stdout, stderr); the module passes its ``run_command``.
 """
@@ -25,7 +30,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import grp
 import os
+import pwd
+import re
 import subprocess
 
 from ansible_collections.beamops.cluster.plugins.module_utils.topology import running_topology
@@ -80,7 +88,34 @@ def _unit_states(run, units):
     return states
 
 
-def read(name, base_dir, config_dir, release_dir=None, checksum=None, units=(), paths=(), environ=None, run=None):
+def _account(wanted):
+    try:
+        gid = grp.getgrnam(wanted["group"]).gr_gid
+    except KeyError:
+        return {"group": False, "user": False}
+    try:
+        entry = pwd.getpwnam(wanted["user"])
+    except KeyError:
+        return {"group": True, "user": False}
+    return {"group": True, "user": (entry.pw_gid, entry.pw_dir, entry.pw_shell) == (gid, wanted["home"], wanted["shell"])}
+
+
+def _fstab_proc(path="/etc/fstab"):
+    for line in _first_line(path, 1 << 16).splitlines():
+        if re.match(r"^\S+\s+/proc\s+proc\s", line):
+            return line
+    return ""
+
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def read(name, base_dir, config_dir, release_dir=None, checksum=None, units=(), paths=(), account=None, environ=None,
+         run=None):
     run = run or _run
     environ = os.environ if environ is None else environ
     service = "%s.service" % name
@@ -102,6 +137,9 @@ def read(name, base_dir, config_dir, release_dir=None, checksum=None, units=(), 
         "proc_options": proc_mount_options(),
         "units": {},
         "exists": dict((path, os.path.exists(path)) for path in paths),
+        "links": dict((path, _readlink(path)) for path in paths),
+        "account": _account(account) if account else {},
+        "fstab_proc": _fstab_proc(),
     }
     for helper in units:
         state = states.get(helper if "." in helper else helper + ".service", {})

@@ -31,12 +31,15 @@ options:
         type: path
         required: true
       state:
-        description: C(present) (a file with this content), C(directory), or C(absent) (no file or directory there).
+        description: C(present) (a file with this content), C(directory), C(link) (a symbolic link to O(files[].src)), or C(absent).
         type: str
-        choices: [present, directory, absent]
+        choices: [present, directory, link, absent]
         default: present
       content:
         description: The file's text (required when present).
+        type: str
+      src:
+        description: Where the link points (required for a link).
         type: str
       owner:
         description: Owner (required unless absent).
@@ -114,8 +117,9 @@ from ansible_collections.beamops.cluster.plugins.module_utils import config_file
 
 FILE_SPEC = dict(
     path=dict(type="path", required=True),
-    state=dict(type="str", choices=["present", "directory", "absent"], default="present"),
+    state=dict(type="str", choices=["present", "directory", "link", "absent"], default="present"),
     content=dict(type="str"),
+    src=dict(type="str"),
     owner=dict(type="str"),
     group=dict(type="str"),
     mode=dict(type="str"),

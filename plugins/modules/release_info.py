@@ -43,10 +43,13 @@ options:
     elements: str
     default: []
   paths:
-    description: Paths to report the existence of (RV(exists)).
+    description: Paths to report the existence of (RV(exists)) and, for links, their targets (RV(links)).
     type: list
     elements: path
     default: []
+  account:
+    description: The service account to check (RV(account)) - C(user), C(group), C(home), C(shell).
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -127,6 +130,18 @@ exists:
   description: For each of O(paths), whether it exists.
   returned: always
   type: dict
+links:
+  description: For each of O(paths), where it points (empty when it is not a link).
+  returned: always
+  type: dict
+account:
+  description: With O(account), whether the group exists (C(group)) and the user exists as given (C(user)).
+  returned: always
+  type: dict
+fstab_proc:
+  description: The C(/proc) line of C(/etc/fstab) (empty when there is none).
+  returned: always
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -143,6 +158,7 @@ def main():
             checksum=dict(type="str"),
             units=dict(type="list", elements="str", default=[]),
             paths=dict(type="list", elements="path", default=[]),
+            account=dict(type="dict"),
         ),
         supports_check_mode=True,
     )
@@ -155,7 +171,8 @@ def main():
             return 127, "", str(exc)
 
     info = release_host.read(params["name"], params["base_dir"], params["config_dir"], params["release_dir"],
-                             params["checksum"], units=params["units"], paths=params["paths"], run=run)
+                             params["checksum"], units=params["units"], paths=params["paths"],
+                             account=params["account"], run=run)
     module.exit_json(changed=False, **info)
 
 
