@@ -3,7 +3,7 @@
     python benchmarks/bench_deploy.py                  # a lab of 3 hosts, each phase once
     python benchmarks/bench_deploy.py --repeat 3       # every phase 3 times (fresh lab each time), medians
 
-Phases, side by side in one run, on a lab of its own (lab benchdeploy on 198.18.32.0/24, removed at the end):
+Phases, side by side in one run, on a lab of its own (lab benchdep on 198.18.32.0/24, removed at the end):
   first        the first deploy of meshprobe 0.1.0 to 3 fresh hosts
   no-change    the same inputs again (changed=0 expected, no host restarted)
   one-host     a configuration change on one host only (a host_vars release_env for the second host)
@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
 from collection_path import link_collection  # noqa: E402
 
-LAB = "benchdeploy"
+LAB = "benchdep"
 NETWORK = "198.18.32.0/24"
 STATE = "/var/lib/beamops/lab/" + LAB
 INVENTORY = STATE + "/inventory.yml"
