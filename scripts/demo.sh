@@ -58,4 +58,11 @@ ansible-playbook -i "$INVENTORY" beamops.cluster.deploy_vms -e @"$VARS" -e relea
 say "The mesh, as beamops.cluster.mesh_info sees it (beamops.cluster.verify)"
 ansible-playbook -i "$INVENTORY" beamops.cluster.verify -e @"$VARS" -e release_target=lab
 
+# The short comparison: gossip, then epmd (last, so the lab ends as deployed above and a re-run changes nothing);
+# kill -9, a rejecting partition, a rolling restart and open-loop latency, K=3 each; a few minutes.
+say "A short comparison on the lab (beamops.cluster.compare): gossip and epmd, crash, partition, rolling deploy, K=3"
+ansible-playbook -i "$INVENTORY" beamops.cluster.compare -e @"$VARS" \
+  -e '{"compare_strategies": ["gossip", "epmd"], "compare_short": true}' -e compare_out_dir="$STATE/compare"
+say "The comparison's report: $STATE/compare/report.html (text: report.md, every raw value: results.json)"
+
 say "Done. Inventory: $INVENTORY; release variables: $VARS. Remove the lab with: bash scripts/demo.sh down"

@@ -133,8 +133,8 @@ def heal(samples, nodes, t_ref, limit_s, after=None):
 
 def splits_seen(samples, nodes, since, until, names=None):
     """The distinct layouts of groups seen in the window, in the order they first showed, e.g.
-    ``"{a} | {b, c}"``; nodes that gave no answer are listed as ``(no answer: x)``. ``names`` maps node names to
-    shorter labels."""
+    ``"{a} | {b, c}"`` or ``"{a, b, c} (link cut: a-b)"`` (a group held together by the other nodes); nodes that
+    gave no answer are listed as ``(no answer: x)``. ``names`` maps node names to shorter labels."""
     label = (names or {}).get
     layouts = []
     for sample in _window(samples, since, until):
@@ -142,6 +142,12 @@ def splits_seen(samples, nodes, since, until, names=None):
         parts = ["{%s}" % ", ".join(label(n, n) for n in g) for g in groups(views, nodes)]
         silent = [label(n, n) for n in nodes if views.get(n) is None]
         text = " | ".join(parts)
+        # A partial partition leaves the group connected through the other nodes: name the links that are cut.
+        answered = [n for n in nodes if views.get(n) is not None]
+        missing = ["%s-%s" % (label(a, a), label(b, b)) for i, a in enumerate(answered) for b in answered[i + 1:]
+                   if not linked(views, a, b) and any(a in g and b in g for g in groups(views, nodes))]
+        if missing:
+            text += " (link%s cut: %s)" % ("s" if len(missing) > 1 else "", ", ".join(missing))
         if silent:
             text += "%s(no answer: %s)" % (" " if text else "", ", ".join(silent))
         if text not in layouts:

@@ -97,8 +97,16 @@ def test_partition_sides_splits_and_a_heal_that_never_comes(tmp_path):
     sides = cm.side_detection(samples, [A], [B, C], 100.0, 20.0)
     assert sides == {"A": 1200.0, "B": 800.0}
     names = {A: "h1", B: "h2", C: "h3"}
-    assert cm.splits_seen(samples, NODES, 100.0, 104.2, names) == ["{h1, h2, h3}", "{h2, h3} | {h1}"]
+    # While A still lists B and C they are one group with both of A's links cut (half open), then apart.
+    assert cm.splits_seen(samples, NODES, 100.0, 104.2, names) == [
+        "{h1, h2, h3}", "{h1, h2, h3} (links cut: h1-h2, h1-h3)", "{h2, h3} | {h1}"]
     assert cm.heal(samples, NODES, 102.0, 2.0) is None
+
+
+def test_a_partial_partition_names_the_cut_link():
+    samples = stream((2, views()), (3, views(a={C}, b={C})))
+    names = {A: "h1", B: "h2", C: "h3"}
+    assert cm.splits_seen(samples, NODES, 100.0, 101.0, names) == ["{h1, h2, h3}", "{h1, h2, h3} (link cut: h1-h2)"]
 
 
 def test_splits_list_silent_nodes():
