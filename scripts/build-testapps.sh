@@ -11,7 +11,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${1:-${BEAMOPS_TESTAPPS_DIR:-$REPO/build/testapps}}"
+SHARED_OUT="${BEAMOPS_TESTAPPS_DIR:-$REPO/build/testapps}"
+OUT="${1:-$SHARED_OUT}"
 MESHPROBE_VERSIONS=(0.1.0 0.2.0 0.3.0-broken 0.1.0-noruntime)
 ERLPROBE_VERSIONS=(0.1.0 0.2.0 0.3.0-broken)
 
@@ -54,6 +55,15 @@ build_one() {
   local tarball="$OUT/$app-$vsn.tar.gz" work="$OUT/work/$app-$vsn" log="$OUT/work/$app-$vsn.log"
   if [[ -f "$tarball" && -f "$tarball.srchash" && "$(cat "$tarball.srchash")" == "$hash" ]]; then
     echo "up to date  $tarball"
+    return 0
+  fi
+  # Another output directory (a Molecule scenario's own) takes a copy of the default build when that one was
+  # built from the same sources; a copy, so a later rebuild of the default cannot change it under the scenario.
+  local shared="$SHARED_OUT/$app-$vsn.tar.gz"
+  if [[ "$OUT" != "$SHARED_OUT" && -f "$shared" && -f "$shared.srchash" && "$(cat "$shared.srchash")" == "$hash" ]]; then
+    cp -f "$shared" "$tarball.tmp" && mv -f "$tarball.tmp" "$tarball"
+    echo "$hash" >"$tarball.srchash"
+    echo "copied      $tarball (from $SHARED_OUT)"
     return 0
   fi
   rm -rf "$work"

@@ -100,13 +100,39 @@ galaxy_checks() {
   [ -f "$WORK/galaxy/manifests/06-statefulset-meshprobe.yaml" ] || { echo "deploy_k8s rendered no StatefulSet"; return 1; }
 }
 
+# Scenarios, longest first, run MOLECULE_LANES at a time (default 2): each has its own lab and network and its own
+# ephemeral directory, so they do not meet; most of a scenario's time is SSH round trips and node boots, which
+# overlap well on 2 cores. Each scenario's output is printed whole when it ends.
+MOLECULE_ORDER=(upgrade_rollback rebar3 tls dnspoll epmd gossip default kubernetes)
+
+molecule_one() {
+  local s=$1 log="$WORK/molecule/$1.log" start rc
+  start=$(date +%s)
+  molecule test -s "$s" >"$log" 2>&1
+  rc=$?
+  echo "$rc $(( $(date +%s) - start ))" >"$WORK/molecule/$s.rc"
+}
+
 step_molecule() {
-  local failed=0 s
+  local failed=0 s d scenarios=() lanes=${MOLECULE_LANES:-2} rc secs
+  for s in "${MOLECULE_ORDER[@]}"; do [ -d "molecule/$s" ] && scenarios+=("$s"); done
   for d in molecule/*/; do
     s=$(basename "$d")
-    echo "--- molecule scenario $s"
-    molecule test -s "$s" || failed=1
+    [[ " ${scenarios[*]} " == *" $s "* ]] || scenarios+=("$s")
   done
+  rm -rf "$WORK/molecule" && mkdir -p "$WORK/molecule"
+  export -f molecule_one
+  export WORK
+  # shellcheck disable=SC2016  # $1 is the child shell's argument
+  printf '%s\n' "${scenarios[@]}" | xargs -P "$lanes" -I{} bash -c 'molecule_one "$1"' _ {}
+  for s in "${scenarios[@]}"; do
+    echo "--- molecule scenario $s"
+    cat "$WORK/molecule/$s.log"
+    read -r rc secs <"$WORK/molecule/$s.rc" 2>/dev/null || { rc=1; secs=unknown; }
+    echo "--- molecule scenario $s: $([ "$rc" = 0 ] && echo passed || echo "FAILED (exit $rc)") in ${secs}s"
+    [ "$rc" = 0 ] || failed=1
+  done
+  for s in "${scenarios[@]}"; do echo "molecule $s: $(cut -d' ' -f2 "$WORK/molecule/$s.rc" 2>/dev/null)s, exit $(cut -d' ' -f1 "$WORK/molecule/$s.rc" 2>/dev/null)"; done
   return $failed
 }
 
