@@ -93,7 +93,7 @@ def one_round(pipelining):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--repeat", type=int, default=1, help="rounds, each on a fresh lab (default 1)")
     parser.add_argument("--no-pipelining", action="store_true", help="run the playbooks without SSH pipelining")
     args = parser.parse_args()
@@ -102,7 +102,7 @@ def main():
     subprocess.run([os.path.join(REPO_ROOT, "scripts", "build-testapps.sh")], check=True, capture_output=True, timeout=1800)
     rounds = []
     try:
-        for _ in range(args.repeat):
+        for _round in range(args.repeat):
             rounds.append(one_round(not args.no_pipelining))
     finally:
         playbook("lab_down", ["lab_name=" + LAB])

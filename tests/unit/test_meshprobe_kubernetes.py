@@ -15,7 +15,6 @@ import re
 import ssl
 import subprocess
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
@@ -23,7 +22,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from ansible_collections.beamops.cluster.plugins.module_utils import erl_term
 from beamnodes import make_test_pki
-from test_testapps import (  # noqa: F401  (fixtures are used by name)
+from test_testapps import (  # noqa: F401  # pylint: disable=unused-import  (fixtures are used by name)
     Atom, cut_pair, epmdless_zflags, free_port, libcluster_config, log_count, members, processes, pytestmark,
     releases, start_meshprobe, start_observer, suffix, tarballs, wait_for, wait_members)
 
@@ -66,7 +65,7 @@ def as_elixir(value):
 def random_text(rng):
     pool = ['a', 'Z', ' ', '"', '\\', '/', '\b', '\f', '\n', '\r', '\t', '\x00', '\x1f', '\x7f', '\u00e9', '\u2028',
             '\ufeff', '\uffff', '\U0001f600', '\U0010ffff', 'k8s', '{', '}', '[', ']', ',', ':']
-    return "".join(rng.choice(pool) for _ in range(rng.randint(0, 12)))
+    return "".join(rng.choice(pool) for _position in range(rng.randint(0, 12)))
 
 
 def random_value(rng, depth=0):
@@ -81,8 +80,8 @@ def random_value(rng, depth=0):
     if kind in (3, 4, 5):
         return rng.choice([True, False, None, ""])
     if kind in (6, 7):
-        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
-    return dict((random_text(rng), random_value(rng, depth + 1)) for _ in range(rng.randint(0, 4)))
+        return [random_value(rng, depth + 1) for _item in range(rng.randint(0, 4))]
+    return dict((random_text(rng), random_value(rng, depth + 1)) for _key in range(rng.randint(0, 4)))
 
 
 def test_json_decoder_agrees_with_pythons_on_valid_documents(releases, tmp_path):
@@ -91,10 +90,10 @@ def test_json_decoder_agrees_with_pythons_on_valid_documents(releases, tmp_path)
     json module reads from them; a repeated key keeps its last value, as in Jason and Python."""
     rng = random.Random(20261201)
     texts = [b'{"a": 1, "a": 2}', b' \t\r\n[1E5, -2e-3, 0.1e+2, -0, 1.5E+10]\n', b'"\\u00e9\\ud83d\\ude00\\/"', b'null']
-    texts += [json.dumps(doc).encode() for doc in (endpoints_list("beamops", "meshprobe", [("127.0.0.2", "mp-0", None)],
-                                                                   [("127.0.0.4", "mp-2", None)]),
-                                                    pod_list("beamops", [pod("mp-0", "127.0.0.2", ready=True)]))]
-    for _ in range(300):
+    api_documents = (endpoints_list("beamops", "meshprobe", [("127.0.0.2", "mp-0", None)], [("127.0.0.4", "mp-2", None)]),
+                     pod_list("beamops", [pod("mp-0", "127.0.0.2", ready=True)]))
+    texts += [json.dumps(doc).encode() for doc in api_documents]
+    for _document in range(300):
         doc = random_value(rng)
         text = json.dumps(doc, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 0, 2, "\t"]),
                           separators=rng.choice([None, (",", ":"), (" , ", " : ")]))
@@ -430,8 +429,8 @@ def test_kubernetes_api_dials_the_names_of_each_lookup_and_mode(releases, api, p
     assert parse_qs(query)["labelSelector"] == [SELECTOR]
 
 
-def test_kubernetes_api_rereads_the_token_keeps_the_set_on_errors_and_disconnects_on_403(releases, api, pki, processes,
-                                                                                          tmp_path):
+def test_kubernetes_api_rereads_the_token_keeps_the_set_on_errors_and_disconnects_on_403(
+        releases, api, pki, processes, tmp_path):
     """Every round re-reads the token (a rotated projected token works at once). Any error other than
     403 (here 500 from the API) keeps the previous round's set, and every node of it is dialled each
     round: a pair cut during such errors meets again. A 403 (RBAC denies `list`) logs a warning and
