@@ -413,6 +413,17 @@ def test_build_is_skipped_when_sources_are_unchanged(tarballs):
         assert "%s  %s" % (sha256(path.read_bytes()).hexdigest(), name) in sums
 
 
+def test_another_output_directory_gets_a_copy_of_the_same_build(tarballs, tmp_path):
+    """A Molecule scenario's own directory is filled from the default build when the sources are the same: a copy
+    with the same bytes (not a link, so a later rebuild of the default cannot change it), no second build."""
+    out = subprocess.run([str(BUILD_SCRIPT), str(tmp_path)], capture_output=True, text=True, timeout=300, check=True)
+    for name, path in tarballs.items():
+        assert "copied      %s" % (tmp_path / name) in out.stdout, out.stdout
+        copy = tmp_path / name
+        assert not copy.is_symlink() and copy.read_bytes() == path.read_bytes()
+    assert "built" not in out.stdout
+
+
 def test_tarballs_carry_erts_libcluster_standin_and_runtime_config_as_named(tarballs):
     def names(tarball):
         with tarfile.open(tarball) as tar:
