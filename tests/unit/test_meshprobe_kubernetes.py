@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from ansible_collections.beamops.cluster.plugins.module_utils import erl_term
 from beamnodes import make_test_pki
-from test_testapps import (  # noqa: F401  # pylint: disable=unused-import  (fixtures are used by name)
+from test_testapps import (  # pylint: disable=unused-import  # noqa: F401 (the fixtures are used by name)
     Atom, cut_pair, epmdless_zflags, free_port, libcluster_config, log_count, members, processes, pytestmark,
     releases, start_meshprobe, start_observer, suffix, tarballs, wait_for, wait_members)
 
