@@ -49,18 +49,23 @@ source_hash() {
   } | sha256sum | cut -d' ' -f1
 }
 
+# built_from TARBALL HASH: the tarball exists and was built from sources with that hash.
+built_from() {
+  [[ -f "$1" && -f "$1.srchash" && "$(cat "$1.srchash")" == "$2" ]]
+}
+
 # build_one APP VSN HASH: copy the sources to a per-version work tree, build, move the tarball out.
 build_one() {
   local app="$1" vsn="$2" hash="$3"
   local tarball="$OUT/$app-$vsn.tar.gz" work="$OUT/work/$app-$vsn" log="$OUT/work/$app-$vsn.log"
-  if [[ -f "$tarball" && -f "$tarball.srchash" && "$(cat "$tarball.srchash")" == "$hash" ]]; then
+  if built_from "$tarball" "$hash"; then
     echo "up to date  $tarball"
     return 0
   fi
   # Another output directory (a Molecule scenario's own) takes a copy of the default build when that one was
   # built from the same sources; a copy, so a later rebuild of the default cannot change it under the scenario.
   local shared="$SHARED_OUT/$app-$vsn.tar.gz"
-  if [[ "$OUT" != "$SHARED_OUT" && -f "$shared" && -f "$shared.srchash" && "$(cat "$shared.srchash")" == "$hash" ]]; then
+  if [[ "$OUT" != "$SHARED_OUT" ]] && built_from "$shared" "$hash"; then
     cp -f "$shared" "$tarball.tmp" && mv -f "$tarball.tmp" "$tarball"
     echo "$hash" >"$tarball.srchash"
     echo "copied      $tarball (from $SHARED_OUT)"

@@ -114,7 +114,7 @@ molecule_one() {
 }
 
 step_molecule() {
-  local failed=0 s d scenarios=() lanes=${MOLECULE_LANES:-2} rc secs
+  local failed=0 s d scenarios=() lanes=${MOLECULE_LANES:-2} rc secs recap=()
   for s in "${MOLECULE_ORDER[@]}"; do [ -d "molecule/$s" ] && scenarios+=("$s"); done
   for d in molecule/*/; do
     s=$(basename "$d")
@@ -129,10 +129,11 @@ step_molecule() {
     echo "--- molecule scenario $s"
     cat "$WORK/molecule/$s.log"
     read -r rc secs <"$WORK/molecule/$s.rc" 2>/dev/null || { rc=1; secs=unknown; }
-    echo "--- molecule scenario $s: $([ "$rc" = 0 ] && echo passed || echo "FAILED (exit $rc)") in ${secs}s"
+    recap+=("molecule scenario $s: $([ "$rc" = 0 ] && echo passed || echo "FAILED (exit $rc)") in ${secs}s")
+    echo "--- ${recap[-1]}"
     [ "$rc" = 0 ] || failed=1
   done
-  for s in "${scenarios[@]}"; do echo "molecule $s: $(cut -d' ' -f2 "$WORK/molecule/$s.rc" 2>/dev/null)s, exit $(cut -d' ' -f1 "$WORK/molecule/$s.rc" 2>/dev/null)"; done
+  printf '%s\n' "${recap[@]}"
   return $failed
 }
 

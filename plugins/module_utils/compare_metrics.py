@@ -139,13 +139,14 @@ def splits_seen(samples, nodes, since, until, names=None):
     layouts = []
     for sample in _window(samples, since, until):
         views = sample[2]
-        parts = ["{%s}" % ", ".join(label(n, n) for n in g) for g in groups(views, nodes)]
+        node_groups = groups(views, nodes)
+        parts = ["{%s}" % ", ".join(label(n, n) for n in g) for g in node_groups]
         silent = [label(n, n) for n in nodes if views.get(n) is None]
         text = " | ".join(parts)
         # A partial partition leaves the group connected through the other nodes: name the links that are cut.
         answered = [n for n in nodes if views.get(n) is not None]
         missing = ["%s-%s" % (label(a, a), label(b, b)) for i, a in enumerate(answered) for b in answered[i + 1:]
-                   if not linked(views, a, b) and any(a in g and b in g for g in groups(views, nodes))]
+                   if not linked(views, a, b) and any(a in g and b in g for g in node_groups)]
         if missing:
             text += " (link%s cut: %s)" % ("s" if len(missing) > 1 else "", ", ".join(missing))
         if silent:
